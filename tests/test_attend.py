@@ -1,0 +1,271 @@
+"""attend(): equality with PyTorch's attention, invariances, sparsity, errors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from beamattn.core import AdditiveScore, BilinearScore, attend, sparsemax
+
+
+def qkv(*batch, lq=7, lk=9, d=8, dv=5, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*batch, lq, d, generator=g, dtype=dtype), torch.randn(*batch, lk, d, generator=g, dtype=dtype),
+            torch.randn(*batch, lk, dv, generator=g, dtype=dtype))
+
+
+def reference(q, k, v, allowed=None, scale=None, bias=None, normalizer=torch.softmax):
+    """Plain three-line attention in float64."""
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q.double() @ k.double().transpose(-2, -1)) * scale
+    if bias is not None:
+        s = s + bias.double()
+    if allowed is not None:
+        s = s.masked_fill(~allowed, float("-inf"))
+    w = normalizer(s, -1)
+    return w @ v.double(), w
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_softmax_equals_sdpa(return_weights):
+    q, k, v = qkv(2, 3)
+    out = attend(q, k, v, return_weights=return_weights)
+    out = out[0] if return_weights else out
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_softmax_with_mask_equals_sdpa(return_weights):
+    q, k, v = qkv(2, 3)
+    mask = torch.rand(2, 1, 7, 9, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask[..., 0] = True  # every query has a key
+    out = attend(q, k, v, mask=mask, return_weights=return_weights)
+    out = out[0] if return_weights else out
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+def test_causal_and_bias_equal_reference():
+    q, k, v = qkv(2, lq=9, lk=9)
+    bias = torch.randn(9, 9)
+    causal = torch.ones(9, 9, dtype=torch.bool).tril()
+    ref, _ = reference(q, k, v, allowed=causal, bias=bias)
+    for rw in (False, True):
+        out = attend(q, k, v, causal=True, bias=bias, return_weights=rw)
+        torch.testing.assert_close((out[0] if rw else out).double(), ref, atol=1e-5, rtol=0)
+
+
+def test_weights_are_returned_and_sum_to_one():
+    q, k, v = qkv(4)
+    out, w = attend(q, k, v, return_weights=True)
+    ref_out, ref_w = reference(q, k, v)
+    torch.testing.assert_close(w.double(), ref_w, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.double(), ref_out, atol=1e-6, rtol=0)
+
+
+def test_fully_masked_row_gives_zeros():
+    q, k, v = qkv(2)
+    mask = torch.ones(7, 9, dtype=torch.bool)
+    mask[3] = False
+    for normalizer in ("softmax", "sparsemax", "entmax15"):
+        for rw in (False, True):
+            res = attend(q, k, v, mask=mask, normalizer=normalizer, return_weights=rw)
+            out = res[0] if rw else res
+            assert torch.isfinite(out).all()
+            assert torch.equal(out[:, 3], torch.zeros(2, 5))
+            if rw:
+                assert torch.equal(res[1][:, 3], torch.zeros(2, 9))
+    # Gradients stay finite.
+    qg = q.clone().requires_grad_()
+    attend(qg, k, v, mask=mask, normalizer="softmax", return_weights=True)[0].sum().backward()
+    assert torch.isfinite(qg.grad).all()
+
+
+def test_cosine_scores_ignore_norms():
+    q, k, v = qkv(3)
+    out = attend(q, k, v, score="cosine")
+    scale_q = torch.rand(3, 7, 1) * 10 + 0.1
+    scale_k = torch.rand(3, 9, 1) * 10 + 0.1
+    torch.testing.assert_close(attend(q * scale_q, k * scale_k, v, score="cosine"), out)
+    # With dot products the key norm does change the output.
+    assert not torch.allclose(attend(q, k * scale_k, v), attend(q, k, v))
+
+
+def test_cosine_default_scale_gives_unit_variance_for_random_vectors():
+    q, k, v = qkv(lq=256, lk=256, d=64, seed=3)
+    _, w = attend(q, k, v, score="cosine", return_weights=True)
+    s = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T * 8.0  # sqrt(64)
+    torch.testing.assert_close(w, torch.softmax(s, -1))
+    assert 0.8 < s.var().item() < 1.2
+
+
+def test_topk_equal_lk_is_dense_and_topk_matches_masked_dense():
+    q, k, v = qkv(2, 3, lq=20, lk=30)
+    for normalizer in ("softmax", "sparsemax"):
+        dense = attend(q, k, v, normalizer=normalizer, return_weights=True)
+        out, w = attend(q, k, v, normalizer=normalizer, topk=30, chunk_size=6, return_weights=True)
+        torch.testing.assert_close(out, dense[0])
+        torch.testing.assert_close(w, dense[1])
+    # topk < Lk equals dense scores masked to their top k.
+    s = q @ k.transpose(-2, -1) / math.sqrt(8)
+    keep = torch.zeros_like(s, dtype=torch.bool).scatter(-1, s.topk(4, -1).indices, True)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    for cs in (None, 1, 7, 20):
+        torch.testing.assert_close(attend(q, k, v, topk=4, chunk_size=cs), ref)
+    _, w = attend(q, k, v, topk=4, return_weights=True)
+    assert torch.equal((w > 0).sum(-1), torch.full((2, 3, 20), 4))
+
+
+def test_topk_with_mask_and_broadcast_batch():
+    q, k, v = qkv(2, 3, lq=10, lk=12)
+    k1, v1 = k[:1, :1], v[:1, :1]  # broadcast batch dims
+    mask = torch.rand(10, 12, generator=torch.Generator().manual_seed(9)) > 0.4
+    mask[4] = False
+    dense = attend(q, k1, v1, mask=mask, topk=12)
+    torch.testing.assert_close(dense, attend(q, k1, v1, mask=mask))
+    assert torch.equal(dense[..., 4, :], torch.zeros(2, 3, 5))
+
+
+def test_window_at_least_length_is_dense_and_window_is_banded():
+    q, k, v = qkv(2, lq=11, lk=11)
+    dense = attend(q, k, v)
+    torch.testing.assert_close(attend(q, k, v, window=10), dense)
+    torch.testing.assert_close(attend(q, k, v, window=50, normalizer="sparsemax"), attend(q, k, v, normalizer="sparsemax"))
+    _, w = attend(q, k, v, window=2, return_weights=True)
+    i, j = torch.meshgrid(torch.arange(11), torch.arange(11), indexing="ij")
+    assert torch.all(w[:, (i - j).abs() > 2] == 0)
+    band = (i - j).abs() <= 2
+    torch.testing.assert_close(attend(q, k, v, window=2), F.scaled_dot_product_attention(q, k, v, attn_mask=band))
+
+
+def test_self_attention_without_positions_is_permutation_equivariant():
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 13, 8, generator=g)
+    perm = torch.randperm(13, generator=g)
+    for normalizer in ("softmax", "sparsemax", "entmax15"):
+        for kw in ({}, {"topk": 5}, {"score": "cosine"}):
+            out = attend(x, x, x, normalizer=normalizer, **kw)
+            torch.testing.assert_close(attend(x[:, perm], x[:, perm], x[:, perm], normalizer=normalizer, **kw),
+                                       out[:, perm])
+
+
+def test_dropout_is_identity_in_eval_and_unbiased_in_training():
+    q, k, v = qkv(lq=4, lk=16, seed=5)
+    torch.testing.assert_close(attend(q, k, v, dropout_p=0.5, training=False), attend(q, k, v))
+    _, w = attend(q, k, v, return_weights=True, normalizer="sparsemax")
+    torch.manual_seed(0)
+    n = 4000
+    outs = torch.stack([attend(q, k, v, dropout_p=0.3, training=True, normalizer="sparsemax") for _ in range(n)])
+    mean = outs.mean(0)
+    expected = w @ v
+    # Monte Carlo: the standard error of the mean shrinks as 1/sqrt(n).
+    se = outs.std(0) / math.sqrt(n)
+    assert torch.all((mean - expected).abs() <= 5 * se + 1e-6)
+    # Some outputs really were changed by dropout.
+    assert (outs[0] - expected).abs().max() > 1e-3
+
+
+def test_sdpa_dropout_path_is_unbiased():
+    q, k, v = qkv(lq=3, lk=6, seed=6)
+    torch.manual_seed(1)
+    outs = torch.stack([attend(q, k, v, dropout_p=0.2, training=True) for _ in range(4000)])
+    se = outs.std(0) / math.sqrt(4000)
+    assert torch.all((outs.mean(0) - attend(q, k, v)).abs() <= 5 * se + 1e-6)
+
+
+def test_score_variance_scaling():
+    # Unit-variance q, k: the unscaled dot product has variance d, the scaled one 1.
+    g = torch.Generator().manual_seed(7)
+    for d in (16, 256):
+        q = torch.randn(512, d, generator=g)
+        k = torch.randn(512, d, generator=g)
+        raw = (q @ k.T).var().item()
+        assert abs(raw / d - 1) < 0.1
+        scaled = (q @ k.T / math.sqrt(d)).var().item()
+        assert abs(scaled - 1) < 0.1
+
+
+def test_temperature_and_scale():
+    q, k, v = qkv(2)
+    torch.testing.assert_close(attend(q, k, v, temperature=2.0), attend(q, k, v, scale=1 / (2 * math.sqrt(8))))
+    # A tensor scale (learned, per head) broadcasts.
+    q, k, v = qkv(2, 3)
+    s = torch.tensor([0.1, 0.5, 1.0]).view(3, 1, 1)
+    ref = torch.stack([attend(q[:, h], k[:, h], v[:, h], scale=float(s[h])) for h in range(3)], 1)
+    torch.testing.assert_close(attend(q, k, v, scale=s), ref)
+    torch.testing.assert_close(attend(q, k, v, scale=s, return_weights=True)[0], ref)
+    # Low temperature -> argmax.
+    _, w = attend(q, k, v, temperature=1e-4, return_weights=True)
+    assert torch.allclose(w.max(-1).values, torch.ones(()))
+
+
+def test_bilinear_and_additive_scores():
+    q, k, v = qkv(2, d=8)
+    k6 = torch.randn(2, 9, 6)
+    w = torch.randn(8, 6)
+    out, wts = attend(q, k6, v, score="bilinear", score_weight=w, return_weights=True)
+    ref = torch.softmax(q @ w @ k6.transpose(-2, -1) / math.sqrt(8), -1)
+    torch.testing.assert_close(wts, ref)
+    bil = BilinearScore(8, 6)
+    torch.testing.assert_close(attend(q, k6, v, score=bil), torch.softmax(q @ bil.weight @ k6.transpose(-2, -1), -1) @ v)
+    add = AdditiveScore(8, 6, hidden=16)
+    _, wa = attend(q, k6, v, score=add, normalizer="sparsemax", return_weights=True)
+    hq, hk = add.proj_q(q), add.proj_k(k6)
+    e = torch.stack([torch.stack([add.w(torch.tanh(hq[b, i] + hk[b])).squeeze(-1) for i in range(7)]) for b in range(2)])
+    torch.testing.assert_close(wa, sparsemax(e))
+
+
+def test_sparsemax_normalizer_gives_exact_zeros_and_gradients():
+    q, k, v = qkv(2, lq=5, lk=40, seed=8)
+    q = (q * 3).requires_grad_()
+    out, w = attend(q, k, v, normalizer="sparsemax", return_weights=True)
+    assert (w == 0).any()
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 5))
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
+def test_double_precision_path():
+    q, k, v = qkv(2, dtype=torch.float64)
+    out = attend(q, k, v, normalizer="sparsemax")
+    assert out.dtype == torch.float64
+    ref, _ = reference(q, k, v, normalizer=sparsemax)
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        ({"topk": 10}, ValueError, r"'topk' = 10 .*Lk = 9"),
+        ({"topk": 0}, ValueError, r"'topk' = 0"),
+        ({"window": -1}, ValueError, r"'window' = -1"),
+        ({"score": "dott"}, ValueError, r"'score' = 'dott'"),
+        ({"normalizer": "softmx"}, ValueError, r"'normalizer' = 'softmx'"),
+        ({"temperature": 0.0}, ValueError, r"'temperature' = 0.0"),
+        ({"dropout_p": 1.0}, ValueError, r"'dropout_p' = 1.0"),
+        ({"mask": torch.ones(7, 9)}, TypeError, r"'mask'.*float32.*bool"),
+        ({"mask": torch.ones(7, 8, dtype=torch.bool)}, ValueError, r"'mask' has shape \(7, 8\)"),
+        ({"score": "bilinear"}, ValueError, r"'score_weight'"),
+        ({"topk": 2.5}, TypeError, r"'topk' = 2.5"),
+    ],
+)
+def test_bad_options(kwargs, exc, pattern):
+    q, k, v = qkv(2)
+    with pytest.raises(exc, match=pattern):
+        attend(q, k, v, **kwargs)
+
+
+def test_bad_tensors():
+    q, k, v = qkv(2)
+    with pytest.raises(TypeError, match="'q' is complex"):
+        attend(q.to(torch.complex64), k, v)
+    with pytest.raises(TypeError, match="'k' has dtype torch.int64"):
+        attend(q, k.long(), v)
+    with pytest.raises(ValueError, match="d=8 but k has 6"):
+        attend(q, k[..., :6], v)
+    with pytest.raises(ValueError, match="Lk=9 keys but v has 8"):
+        attend(q, k, v[:, :8])
+    with pytest.raises(ValueError, match="do not broadcast"):
+        attend(q, k.expand(2, 9, 8)[None].expand(3, 2, 9, 8).reshape(6, 9, 8), v)
+    with pytest.raises(TypeError, match="one dtype"):
+        attend(q, k.double(), v)
