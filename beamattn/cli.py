@@ -1,4 +1,10 @@
-"""The ``beamattn`` command line. Subcommands are added by later modules."""
+"""The ``beamattn`` command line.
+
+Subcommands: ``run`` (evaluate policies on a scenario), ``train`` (fit the
+attention selector), ``channels`` (export channels for other tools), ``demo``
+(the attention-core demo). Errors in user input are printed as one line naming
+the field and the value, with exit code 2 — never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Sequence
 from . import __version__
 
 
-def _positive_int(text: str) -> int:
+def _nonneg_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -17,6 +23,20 @@ def _positive_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
+
+
+def _pos_int(text: str) -> int:
+    value = _nonneg_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _name_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of names, got {text!r}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,13 +47,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"beamattn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    run = sub.add_parser("run", help="evaluate beam-selection policies on a scenario (table, JSON, CSV, figures)",
+                         description="Evaluate policies with common random numbers; writes DIR/metrics.json, "
+                                     "DIR/steps.csv and DIR/figures/.")
+    run.add_argument("scenario", help="scenario TOML file (see scenarios/)")
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--seed", type=_nonneg_int, default=None, help="evaluation seed (default: the scenario's)")
+    run.add_argument("--policies", type=_name_list, default=None, help="comma-separated policy names")
+    run.add_argument("--checkpoint", default=None, help="trained selector (.safetensors) for policy 'attention'")
+    run.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
+    run.add_argument("--no-figures", action="store_true", help="skip the figures")
+
+    train = sub.add_parser("train", help="train the attention selector on a scenario",
+                           description="Maximise spectral efficiency at the time of use on training seeds "
+                                       "disjoint from the evaluation seeds; writes DIR/selector.safetensors.")
+    train.add_argument("scenario", help="scenario TOML file")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--seed", type=_nonneg_int, default=None, help="training seed (default: the scenario's)")
+    train.add_argument("--steps", type=_pos_int, default=None, help="optimiser steps (default: the scenario's)")
+
+    chans = sub.add_parser("channels", help="export a scenario's channels, positions, times and beam gains (.npz)")
+    chans.add_argument("scenario", help="scenario TOML file")
+    chans.add_argument("--out", required=True, help="output .npz file")
+    chans.add_argument("--seed", type=_nonneg_int, default=None, help="seed (default: the scenario's)")
+    chans.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
+
     demo = sub.add_parser("demo", help="run the attention-core demo: softmax vs sparsemax vs top-k, with plots",
                           description="Retrieval among distractors and score scaling, on beamattn.core. "
                                       "Writes demo.json and figures/ under --out.")
     demo.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
-    demo.add_argument("--seed", type=_positive_int, default=0, help="seed that fixes every number (default: 0)")
-    demo.add_argument("--trials", type=_positive_int, default=400, help="random trials per point (default: 400)")
+    demo.add_argument("--seed", type=_nonneg_int, default=0, help="seed that fixes every number (default: 0)")
+    demo.add_argument("--trials", type=_pos_int, default=400, help="random trials per point (default: 400)")
     return parser
+
+
+def _load(path: str, drops: int | None = None):
+    from .wireless.scenario import load_scenario
+
+    scn = load_scenario(path)
+    if drops is not None:
+        scn.drops = drops
+    return scn
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,13 +96,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    try:
+        return _dispatch(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        # User-facing errors (scenario fields, checkpoints, arguments) are one clear line.
+        print(f"beamattn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
         run_demo(args.out, seed=args.seed, trials=args.trials)
-        return 0
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
-    return 2
+    elif args.command == "run":
+        from .wireless.runner import run_scenario
+
+        run_scenario(_load(args.scenario, args.drops), args.out, policies=args.policies, seed=args.seed,
+                     checkpoint=args.checkpoint, figures=not args.no_figures)
+    elif args.command == "train":
+        from .wireless.train import train_selector
+
+        train_selector(_load(args.scenario), args.out, seed=args.seed, steps=args.steps)
+    elif args.command == "channels":
+        from .wireless.export import export_channels
+
+        export_channels(_load(args.scenario, args.drops), args.out, seed=args.seed)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,8 @@ from typing import Any
 
 __all__ = ["write_json_atomic", "write_text_atomic", "save_figure_atomic"]
 
+_FILE_MODE = 0o644
+
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
@@ -21,6 +23,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -41,6 +44,7 @@ def save_figure_atomic(fig, path: str | os.PathLike, **kwargs: Any) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, **{"dpi": 130, "bbox_inches": "tight", **kwargs})
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

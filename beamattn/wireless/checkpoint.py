@@ -1,0 +1,122 @@
+"""Selector checkpoints: safetensors weights (never pickled code) with their config as metadata.
+
+One file, ``*.safetensors``; its metadata holds ``beamattn_config``: the selector
+config, the codebook size ``M``, antennas ``N``, the Set B indices and the scenario
+it was trained on. Loading refuses a checkpoint made for another configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .selector import AttentionSelector, SelectorConfig
+
+__all__ = ["save_selector", "load_selector", "read_checkpoint_config", "CheckpointError"]
+
+_KEY = "beamattn_config"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here; the message says why."""
+
+
+def save_selector(selector: AttentionSelector, path: str | Path, extra: dict | None = None) -> Path:
+    """Write the selector's weights and config atomically to ``path`` (``.safetensors``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {
+        "selector": selector.config.to_dict(),
+        "num_beams": selector.num_beams,
+        "num_ant": selector.num_ant,
+        "set_b": selector.measured.nonzero().flatten().tolist(),
+        "beamattn": __version__,
+        **(extra or {}),
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in selector.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={_KEY: json.dumps(meta)})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint_config(path: str | Path) -> dict:
+    """The config stored in a checkpoint (raises :class:`CheckpointError` for missing/corrupt files)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({e})") from None
+    if _KEY not in meta:
+        raise CheckpointError(f"checkpoint {path}: no '{_KEY}' metadata; expected a file written by "
+                              "`beamattn train`")
+    try:
+        config = json.loads(meta[_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint {path}: corrupt '{_KEY}' metadata ({e})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("selector"), dict):
+        raise CheckpointError(f"checkpoint {path}: '{_KEY}' metadata must be an object with a 'selector' table, got "
+                              f"{str(config)[:60]!r}")
+    return config
+
+
+def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
+                  overrides: dict | None = None) -> AttentionSelector:
+    """Build a selector for codebook ``beams [M, N]`` and Set B ``measured [M]`` from a checkpoint.
+
+    ``overrides`` may change evaluation-only fields (``mode``, ``topk``, ``normalizer`` is NOT one of
+    them: the weights were trained for it). A checkpoint for another codebook size, antenna count or
+    Set B is refused.
+    """
+    from safetensors.torch import load_file
+
+    meta = read_checkpoint_config(path)
+    m, n = beams.shape
+    set_b = measured.nonzero().flatten().tolist()
+    for key, here in (("num_beams", m), ("num_ant", n), ("set_b", set_b)):
+        if meta.get(key) != here:
+            shown = meta.get(key)
+            if key == "set_b":
+                shown, here = f"{len(shown or [])} beams {str(shown)[:40]}", f"{len(here)} beams {str(here)[:40]}"
+            raise CheckpointError(f"checkpoint {path}: made for {key} = {shown}, but this scenario has {here}")
+    cfg = dict(meta["selector"])
+    allowed = {"mode", "topk"}
+    for key, value in (overrides or {}).items():
+        if key not in allowed:
+            raise CheckpointError(f"checkpoint {path}: field {key!r} cannot be changed at evaluation; only {allowed}")
+        cfg[key] = value
+    try:
+        config = SelectorConfig(**cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: bad selector config ({e})") from None
+    selector = AttentionSelector(config, beams, measured)
+    state = load_file(str(path))
+    missing = set(selector.state_dict()) ^ set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: weights {sorted(missing)} do not match the selector")
+    for k, v in selector.state_dict().items():
+        if state[k].shape != v.shape:
+            raise CheckpointError(f"checkpoint {path}: weight {k!r} has shape {tuple(state[k].shape)}, expected "
+                                  f"{tuple(v.shape)}")
+        if not bool(torch.isfinite(state[k]).all()):
+            raise CheckpointError(f"checkpoint {path}: weight {k!r} has NaN/Inf values")
+    selector.load_state_dict(state)
+    return selector.eval()

@@ -1,0 +1,267 @@
+"""Beam-management timeline, beam measurements, and what each decision earns.
+
+Timeline (all in channel samples of ``dt`` seconds):
+
+- decision ``d`` measures beams at step ``t_d = t_0 + d·P`` (``P`` = period);
+- its report is available after the reporting delay ``D``;
+- the beam it picks is used over ``[t_d + D, t_d + D + P)``: its SNR is the
+  received SNR averaged over that use interval and the band — what RSRP
+  measures — and the genie best beam maximises that same average.
+
+``t_0`` leaves room for ``history`` earlier measurements, so that decision 0
+already has a full history.
+
+Measurement (L1-RSRP-like): each measured beam ``v`` gets ``R`` samples
+``y_r = sqrt(ρ_m) hᵀ v + n_r`` with ``n_r ~ CN(0, 1)``, taken at ``t_d`` (on ``R``
+subcarriers spread over the band when wideband). The report is
+``10 log10(mean_r |y_r|² / ρ_m)`` dB — the beam gain ``|hᵀv|²`` plus noise,
+optionally quantised (1 dB steps like L1-RSRP) — and, with ``with_phase``
+(CSI-RS-like), the phase of ``mean_r y_r``. ``ρ_m`` (``snr_db``) is the
+measurement SNR of a unit-gain beam: with ``E|h_n|² = 1`` a random beam has
+gain 1 on average, so ``snr_db`` is the average per-beam measurement SNR.
+
+Common random numbers: the measurement noise of every (drop, decision, beam)
+is drawn once from the seed; every policy that measures a beam sees the same
+noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .channels.base import ChannelSample
+from .codebooks import Codebook
+
+__all__ = ["MeasurementConfig", "Timeline", "Episode", "make_timeline", "build_episode", "set_b_indices"]
+
+
+@dataclass(frozen=True)
+class MeasurementConfig:
+    """How beams are measured and reported.
+
+    Args:
+        period: beam-management period (s): one decision per period, used for one period.
+        delay: reporting delay (s) between the measurement and the first use of the decision.
+        snr_db: measurement SNR of a unit-gain beam (dB), per sample.
+        samples: resource elements averaged per report (>= 1).
+        quantization_db: report step in dB (1.0 like L1-RSRP); 0 for no quantisation.
+        with_phase: also report the phase of each measured beam (CSI-RS-like).
+        set_b: number of beams in Set B, the measured subset of Set A (0 = all of Set A).
+        history: number of past measurements a decision may use (>= 1).
+    """
+
+    period: float = 0.02
+    delay: float = 0.005
+    snr_db: float = 0.0
+    samples: int = 1
+    quantization_db: float = 1.0
+    with_phase: bool = False
+    set_b: int = 0
+    history: int = 4
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("period", self.period > 0, "a period in seconds > 0"),
+            ("delay", self.delay >= 0, "a delay in seconds >= 0"),
+            ("snr_db", math.isfinite(self.snr_db), "a finite SNR in dB"),
+            ("samples", isinstance(self.samples, int) and self.samples >= 1, "an integer >= 1"),
+            ("quantization_db", self.quantization_db >= 0, "a step in dB >= 0 (0 = none)"),
+            ("set_b", isinstance(self.set_b, int) and self.set_b >= 0, "an integer >= 0 (0 = all beams)"),
+            ("history", isinstance(self.history, int) and self.history >= 1, "an integer >= 1"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"measurement: field '{name}' = {getattr(self, name)!r}; expected {expected}")
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Sample indices of a drop's decisions. All tensors are ``[D]`` long."""
+
+    measure: Tensor  # step at which decision d measures
+    use_start: Tensor  # first step its beam is used
+    use_len: int  # steps of use (one period)
+    period_steps: int
+    delay_steps: int
+    history: int = 1  # reports a decision may read (its own and history - 1 earlier ones)
+
+    @property
+    def num_decisions(self) -> int:
+        return int(self.measure.numel())
+
+    @property
+    def reports(self) -> Tensor:
+        """Steps of every measurement: the history of decision 0, then one per decision ``[D + H - 1]``."""
+        first = self.measure[0] - (self.history - 1) * self.period_steps
+        return torch.arange(int(first), int(self.measure[-1]) + 1, self.period_steps)
+
+
+def make_timeline(num_steps: int, dt: float, cfg: MeasurementConfig) -> Timeline:
+    """Decisions that fit a drop of ``num_steps`` samples of ``dt`` seconds."""
+    period = max(1, round(cfg.period / dt))
+    delay = round(cfg.delay / dt)
+    t0 = (cfg.history - 1) * period
+    last = num_steps - delay - period  # latest measure step whose use interval fits
+    if last < t0:
+        raise ValueError(
+            f"measurement: a drop of {num_steps} samples ({num_steps * dt:.3g} s) is too short for history "
+            f"{cfg.history} x period {cfg.period} s + delay {cfg.delay} s; expected a longer 'duration'")
+    measure = torch.arange(t0, last + 1, period)
+    return Timeline(measure=measure, use_start=measure + delay, use_len=period, period_steps=period, delay_steps=delay,
+                    history=cfg.history)
+
+
+def set_b_indices(num_beams: int, size: int) -> Tensor:
+    """Set B: ``size`` beams spread evenly over the codebook (all beams when size is 0)."""
+    if size == 0 or size == num_beams:
+        return torch.arange(num_beams)
+    if size > num_beams:
+        raise ValueError(f"measurement: field 'set_b' = {size} is larger than Set A ({num_beams} beams); "
+                         f"expected 0 <= set_b <= {num_beams}")
+    return torch.div(torch.arange(size) * num_beams, size, rounding_mode="floor")
+
+
+@dataclass
+class Episode:
+    """Everything policies and metrics need for a batch of drops, ``B`` drops × ``D`` decisions.
+
+    Measured quantities (what a real system sees), for the ``K = M + W`` beams of the
+    narrow codebook (ids ``0..M-1``) followed by the wide codebook (ids ``M..M+W-1``),
+    measured at every report instant *if a policy asks for them* — which beams a policy
+    may read is its own business (overhead is counted by the policy):
+
+    - ``reports_db [B, D + H - 1, K]`` every reported RSRP (dB), noisy and quantised: the
+      ``H - 1`` reports before decision 0, then one per decision (``H`` = config.history);
+    - ``report_phase [B, D + H - 1, K]`` reported phases (rad) or None;
+    - ``rsrp_db`` / ``phase`` ``[B, D, K]``: the latest report of each decision.
+
+    Truth (genie, MRT, metrics):
+
+    - ``gain_use [B, D, M]`` each narrow beam's gain |hᵀv|² averaged over its use interval and the band;
+    - ``cov_use [B, D, N, N]`` ``E[conj(h) hᵀ]`` over the use interval and band: the gain of any beam
+      ``w`` is ``wᴴ R w``;
+    - ``mrt_gain [B, D]`` = ``trace(R)`` = mean ``||h||²``, the per-instant MRT bound.
+    """
+
+    codebook: Codebook
+    wide: Codebook | None
+    set_b: Tensor  # [Mb] indices of Set B in the narrow codebook
+    timeline: Timeline
+    config: MeasurementConfig
+    reports_db: Tensor  # [B, D + H - 1, K]
+    report_phase: Tensor | None  # [B, D + H - 1, K]
+    gain_use: Tensor  # [B, D, M]
+    cov_use: Tensor  # [B, D, N, N]
+    mrt_gain: Tensor  # [B, D]
+    snr_db: float  # transmit SNR ρ (dB) of the data link
+    dt: float
+    drop_ids: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] global drop index
+
+    @property
+    def num_drops(self) -> int:
+        return int(self.gain_use.shape[0])
+
+    @property
+    def num_decisions(self) -> int:
+        return int(self.gain_use.shape[1])
+
+    @property
+    def num_beams(self) -> int:
+        return self.codebook.num_beams
+
+    @property
+    def rsrp_db(self) -> Tensor:
+        """The latest report of each decision, ``[B, D, K]`` (dB)."""
+        return self.reports_db[:, self.timeline.history - 1:]
+
+    @property
+    def phase(self) -> Tensor | None:
+        """The latest reported phase of each decision, ``[B, D, K]`` (rad), or None."""
+        return None if self.report_phase is None else self.report_phase[:, self.timeline.history - 1:]
+
+    def gain(self, w: Tensor) -> Tensor:
+        """Use-interval gain ``wᴴ R w`` of beams ``w [B, D, N]`` (or ``[B, D, J, N]``) → ``[B, D]`` (``[B, D, J]``)."""
+        if w.dim() == 3:
+            return torch.einsum("bdm,bdmn,bdn->bd", w.conj(), self.cov_use, w).real
+        return torch.einsum("bdjm,bdmn,bdjn->bdj", w.conj(), self.cov_use, w).real
+
+    def history(self, length: int) -> tuple[Tensor, Tensor | None]:
+        """The last ``length`` reports of each decision, its own included: ``[B, D, length, K]``, oldest first."""
+        h = self.timeline.history
+        if not 1 <= length <= h:
+            raise ValueError(f"episode: history length {length} is not available; expected 1 <= length <= "
+                             f"measurement 'history' = {h}")
+        idx = torch.arange(self.num_decisions).unsqueeze(-1) + torch.arange(h - length, h)  # [D, L]
+        rsrp = self.reports_db[:, idx]  # [B, D, L, K]
+        phase = None if self.report_phase is None else self.report_phase[:, idx]
+        return rsrp, phase
+
+
+def _sample_channel(h: Tensor, steps: Tensor, samples: int) -> Tensor:
+    """Channels a measurement sees: ``[B, D, R, N]`` (R subcarriers spread over the band when wideband)."""
+    h_t = h[:, steps]  # [B, D, N] or [B, D, F, N]
+    if h_t.dim() == 3:
+        return h_t.unsqueeze(2).expand(-1, -1, samples, -1)
+    f = h_t.shape[2]
+    sc = torch.div(torch.arange(samples) * f + f // 2, samples, rounding_mode="floor").clamp_max(f - 1)
+    return h_t[:, :, sc]
+
+
+def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | None, cfg: MeasurementConfig,
+                  snr_db: float, seed: int, drop_offset: int = 0) -> Episode:
+    """Measure every beam at every decision and compute the use-interval truth.
+
+    ``seed`` and ``drop_offset`` fix the measurement noise per drop, so a drop's noise does
+    not depend on how drops are batched.
+    """
+    h = sample.h  # [B, T, N] or [B, T, F, N]
+    b, t = h.shape[:2]
+    dt = float(sample.times[1] - sample.times[0]) if sample.times.numel() > 1 else cfg.period
+    tl = make_timeline(t, dt, cfg)
+    beams = codebook.beams if wide is None else torch.cat([codebook.beams, wide.beams])  # [K, N]
+    beams = beams.to(h.dtype)
+    k = beams.shape[0]
+    steps = tl.reports  # [D + H - 1] every measurement instant
+    r_count = steps.numel()
+
+    # Measurements: y = sqrt(ρ_m) hᵀv + n over R samples.
+    rho_m = 10 ** (cfg.snr_db / 10)
+    # Drawn in complex64 whatever the channel's precision, so double-precision runs see the same noise.
+    noise = torch.empty(b, r_count, cfg.samples, k, dtype=torch.complex64)
+    for i in range(b):  # per-drop generator: a drop's noise is independent of the batching
+        g = torch.Generator().manual_seed(_mix(seed, drop_offset + i))
+        noise[i] = torch.randn(r_count, cfg.samples, k, generator=g, dtype=torch.complex64)  # CN(0, 1)
+    h_m = _sample_channel(h, steps, cfg.samples)  # [B, D+H-1, R, N]
+    y = math.sqrt(rho_m) * torch.matmul(h_m, beams.T) + noise.to(device=h.device, dtype=h.dtype)  # [B, D+H-1, R, K]
+    rsrp = (y.abs() ** 2).mean(2) / rho_m  # [B, D+H-1, K] linear, noise-biased like a real RSRP
+    rsrp_db = 10 * torch.log10(rsrp.clamp_min(1e-12))
+    if cfg.quantization_db > 0:
+        rsrp_db = torch.round(rsrp_db / cfg.quantization_db) * cfg.quantization_db
+    phase = torch.angle(y.mean(2)) if cfg.with_phase else None  # [B, D+H-1, K]
+
+    # Truth over the use intervals: R = E[conj(h) hᵀ] over time (and band).
+    use = tl.use_start.unsqueeze(-1) + torch.arange(tl.use_len)  # [D, U]
+    h_u = h[:, use]  # [B, D, U, N] or [B, D, U, F, N]
+    if h_u.dim() == 5:
+        h_u = h_u.flatten(2, 3)  # [B, D, U·F, N]
+    n_avg = h_u.shape[2]
+    cov = torch.matmul(h_u.conj().transpose(-2, -1), h_u) / n_avg  # [B, D, N, N]: (1/S) Σ conj(h) hᵀ
+    narrow = codebook.beams.to(h.dtype)  # [M, N]
+    gain_use = (torch.matmul(h_u, narrow.T).abs() ** 2).mean(2)  # [B, D, M]
+    mrt = torch.diagonal(cov, dim1=-2, dim2=-1).real.sum(-1)  # [B, D]
+    set_b = set_b_indices(codebook.num_beams, cfg.set_b)
+    return Episode(codebook=codebook, wide=wide, set_b=set_b, timeline=tl, config=cfg, reports_db=rsrp_db,
+                   report_phase=phase, gain_use=gain_use, cov_use=cov, mrt_gain=mrt, snr_db=snr_db, dt=dt,
+                   drop_ids=torch.arange(drop_offset, drop_offset + b))
+
+
+def _mix(seed: int, index: int) -> int:
+    """A 63-bit seed for (seed, index), different streams for different drops (splitmix64)."""
+    z = (seed * 0x9E3779B97F4A7C15 + index + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF

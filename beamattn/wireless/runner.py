@@ -1,0 +1,225 @@
+"""``beamattn run``: evaluate beam-selection policies on a scenario, with common random numbers.
+
+Every policy sees the same channels, trajectories and measurement noise (one
+episode per chunk of drops, shared by all policies), so differences between
+policies come from the policies alone. Outputs are staged and moved into the
+output folder only when everything succeeded: an interrupted or failed run
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..io import write_json_atomic, write_text_atomic
+from .codebooks import Codebook, dft_codebook, wide_codebook
+from .measurement import Episode, build_episode
+from .metrics import KPI_COLUMNS, SUMMARY_KEYS, DecisionMetrics, decision_metrics, summarize
+from .policies import Policy, make_policy
+from .scenario import Scenario
+
+__all__ = ["run_scenario", "make_codebooks", "make_policies", "episodes", "RunResult"]
+
+STEP_FIELDS = ("drop", "decision", "time_s", "policy", "beam", "snr_db", "genie_db", "mrt_db", "loss_db", "se",
+               "top1", "within_1db", "measured", "active")
+
+
+def make_codebooks(scn: Scenario) -> tuple[Codebook, Codebook | None]:
+    """The scenario's narrow (Set A) codebook and, when asked for, its wide beams."""
+    o = scn.codebook.oversampling
+    narrow = dft_codebook(scn.array, o if scn.array.num_rows == 1 else (o, o))
+    wide = wide_codebook(scn.array, scn.codebook.num_wide, narrow) if scn.codebook.num_wide else None
+    return narrow, wide
+
+
+def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint: str | None = None
+                  ) -> dict[str, Policy]:
+    out = {}
+    for name in names:
+        kwargs = dict(scn.policy_args.get(name, {}))
+        if name == "attention":
+            kwargs.setdefault("config", scn.selector)
+            kwargs.setdefault("checkpoint", checkpoint)
+        try:
+            out[name] = make_policy(name, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"policy {name!r}: bad arguments {kwargs} ({e})") from None
+    return out
+
+
+# Seed streams: evaluation drops come from stream 0 of the scenario seed; training and validation
+# drops from streams 1 and 2 of the training seed, so they never coincide with evaluation drops.
+EVAL_STREAM, TRAIN_STREAM, VALID_STREAM = 0, 1, 2
+
+
+def episodes(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, device: str = "cpu",
+             stream: int = EVAL_STREAM):
+    """Yield (first drop index, Episode, ChannelSample) for chunks of ``scn.chunk_drops`` drops.
+
+    Chunk ``c`` of ``stream`` is generated from its own seed, so drop ``i`` is the same whatever
+    range of drops is asked for (``first_drop`` must be a multiple of ``chunk_drops``).
+    """
+    from .measurement import _mix
+
+    channel = scn.make_channel()
+    narrow, wide = make_codebooks(scn)
+    c0 = first_drop // scn.chunk_drops
+    for c in range(c0, c0 + -(-num_drops // scn.chunk_drops)):
+        start = c * scn.chunk_drops
+        n = min(scn.chunk_drops, first_drop + num_drops - start)
+        chunk_id = (stream << 40) + c
+        sample = channel.generate(scn.chunk_drops, seed=_mix(seed, chunk_id), device=device)
+        if n < scn.chunk_drops:  # the last chunk: keep the drops asked for, same numbers as a full chunk
+            sample = type(sample)(sample.h[:n], sample.positions[:n], sample.times, sample.los[:n],
+                                  sample.subcarrier_frequencies)
+        from .channels.base import check_channel
+
+        check_channel(sample.h)
+        ep = build_episode(sample, narrow, wide, scn.measurement, scn.snr_db, seed=_mix(seed, (1 << 39) + chunk_id),
+                           drop_offset=start)
+        yield start, ep, sample
+
+
+@dataclass
+class RunResult:
+    summary: dict  # policy -> KPI summary
+    trace: dict = field(default_factory=dict)  # one drop, for plots
+    rows: list = field(default_factory=list)
+
+
+def _table(summary: dict, scn: Scenario) -> str:
+    head = "| policy | " + " | ".join(h for _, h, _ in KPI_COLUMNS) + " |"
+    lines = [head, "|---|" + "---:|" * len(KPI_COLUMNS)]
+    for name, s in summary.items():
+        cells = []
+        for key, _, fmt in KPI_COLUMNS:
+            mean, (lo, hi) = s[key]["mean"], s[key]["ci95"]
+            half = (hi - lo) / 2
+            cells.append(fmt.format(mean) + ("" if half < 5e-4 else " ±" + fmt.format(half)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[str] | None = None,
+                 seed: int | None = None, checkpoint: str | None = None, device: str = "cpu",
+                 progress: bool = True, figures: bool = True) -> RunResult:
+    """Evaluate policies on ``scn``; print the table; write metrics.json, steps.csv and figures/."""
+    seed = scn.seed if seed is None else seed
+    names = list(policies or scn.policies)
+    pols = make_policies(scn, names, checkpoint)
+    if checkpoint is not None and "attention" not in pols:
+        raise ValueError("run: '--checkpoint' was given but policy 'attention' is not evaluated")
+    t_start = time.time()
+    per_drop = {n: {k: [] for k in SUMMARY_KEYS} for n in names}
+    losses = {n: [] for n in names}
+    rows: list[tuple] = []
+    trace: dict = {}
+    num_chunks = -(-scn.drops // scn.chunk_drops)
+    bar = _progress(num_chunks, f"{scn.name}: {scn.drops} drops x {len(names)} policies", progress)
+    for start, ep, sample in episodes(scn, seed, scn.drops, device=device):
+        times = sample.times[ep.timeline.use_start].tolist()
+        for name, pol in pols.items():
+            dec = pol.decide(ep)
+            m = decision_metrics(ep, dec, scn.outage_db)
+            for key in SUMMARY_KEYS:
+                per_drop[name][key].append(getattr(m, key).mean(1).numpy())
+            losses[name].append(m.loss_db.flatten().numpy())
+            rows.extend(_rows(name, start, times, m))
+            if start == 0:
+                trace[name] = {"snr_db": m.snr_db[0].tolist(), "index": m.index[0].tolist(),
+                               "genie_db": m.genie_db[0].tolist(), "mrt_db": m.mrt_db[0].tolist(),
+                               "weights": None if dec.weights is None else dec.weights[0].tolist(),
+                               "beam_mid": torch.view_as_real(dec.beams[0, ep.num_decisions // 2]).tolist(),
+                               "snr_all": m.snr_db.flatten().tolist()}
+            elif name in trace:
+                trace[name]["snr_all"].extend(m.snr_db.flatten().tolist())
+        if start == 0:
+            trace["_times"] = times
+            trace["_genie_index"] = ep.gain_use[0].argmax(-1).tolist()
+            trace["_positions"] = sample.positions[0].tolist()
+        bar.update(1)
+    bar.close()
+    summary = {}
+    for name in names:
+        pd = {k: np.concatenate(v) for k, v in per_drop[name].items()}
+        summary[name] = summarize(pd, np.concatenate(losses[name]), seed=seed)
+    elapsed = time.time() - t_start
+    table = _table(summary, scn)
+    print(f"\n{scn.name}: {scn.drops} drops, seed {seed}, transmit SNR {scn.snr_db} dB, "
+          f"{scn.codebook.oversampling}x DFT codebook of {make_codebooks(scn)[0].num_beams} beams, "
+          f"Set B {ep.set_b.numel()} beams, mean ± 95% CI half-width over drops ({elapsed:.1f} s)")
+    print(table)
+    result = RunResult(summary=summary, trace=trace, rows=rows)
+    if out_dir is not None:
+        _write_outputs(Path(out_dir), scn, seed, names, checkpoint, summary, table, rows, trace, elapsed, figures)
+    return result
+
+
+def _rows(name: str, start: int, times: list, m: DecisionMetrics):
+    b, d = m.snr_db.shape
+    cols = [m.snr_db, m.genie_db, m.mrt_db, m.loss_db, m.se, m.top1, m.within_1db, m.overhead, m.active]
+    cols = [c.numpy() for c in cols]
+    idx = m.index.numpy()
+    for i in range(b):
+        for j in range(d):
+            yield (start + i, j, round(times[j], 6), name, int(idx[i, j]), *(round(float(c[i, j]), 4) for c in cols))
+
+
+def _write_outputs(out: Path, scn: Scenario, seed: int, names, checkpoint, summary, table, rows, trace, elapsed,
+                   figures: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    try:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(STEP_FIELDS)
+        w.writerows(rows)
+        write_text_atomic(stage / "steps.csv", buf.getvalue())
+        meta = {
+            "scenario": scn.to_dict(), "seed": seed, "policies": names, "checkpoint": checkpoint,
+            "elapsed_s": elapsed, "versions": {"beamattn": __version__, "torch": torch.__version__,
+                                               "numpy": np.__version__, "python": platform.python_version()},
+            "metrics": summary, "table_markdown": table,
+        }
+        write_json_atomic(stage / "metrics.json", meta)
+        if figures:
+            from .plots import run_figures
+
+            run_figures(trace, summary, scn, stage / "figures")
+        for item in stage.iterdir():  # everything is complete: move into place
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            item.replace(target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    print(f"wrote {out / 'metrics.json'}, {out / 'steps.csv'}" + (f" and {out / 'figures'}/" if figures else ""),
+          file=sys.stderr)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr, leave=False)

@@ -1,0 +1,225 @@
+"""The attention beam selector: measurements → keys, codebook beams → values.
+
+For every decision the selector attends over the ``M`` beams of Set A:
+
+- **keys**: per-beam features from the last ``L`` reports — the RSRP relative to
+  the best reported beam (dB/10, floored at -40 dB) and whether the beam was
+  measured (Set B) — for the beam and its angular neighbours (the codebook index
+  is the angle order of a DFT codebook, circular in spatial frequency), through
+  a circular convolution over the codebook index and a GELU, plus a learned
+  per-beam key;
+- **values**: the beam vectors ``v_i`` (as real ``[2N]`` vectors), optionally
+  co-phased with the latest reported phase, ``v_i e^{-j φ_i}``, so that a
+  combination adds coherently at the user;
+- **query**: a learned goal vector; the *untrained* selector uses the fixed goal
+  "more RSRP is better": its key is the reported RSRP (dB) of each measured beam
+  and its scale is ``1 / temperature`` (temperature in dB).
+
+The normaliser (softmax or sparsemax, with a temperature) gives weights ``α``;
+``mode="soft"`` transmits the unit-norm ``Σ α_i v_i``, ``"hard"`` the beam of the
+largest weight, ``"topk"`` the combination of the ``topk`` largest weights
+(renormalised). All attention goes through :func:`beamattn.core.attend`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core import attend
+from ..core.diagnostics import attention_entropy
+
+__all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features"]
+
+_FLOOR_DB = -40.0  # reports this far below the best beam carry no information
+
+
+@dataclass(frozen=True)
+class SelectorConfig:
+    """Configuration of :class:`AttentionSelector`.
+
+    Args:
+        normalizer: ``"softmax"``, ``"sparsemax"`` or ``"entmax15"``.
+        mode: ``"soft"`` (combination), ``"hard"`` (argmax) or ``"topk"``.
+        topk: beams combined in ``"topk"`` mode.
+        temperature: divides the scores before normalising; for the untrained selector it is
+            in dB (beams within about ``temperature`` dB of the best share the weight).
+        history: reports per beam in the keys (``L``).
+        neighbours: angular neighbours (codebook indices) on each side whose reports enter a beam's key.
+        d_model: key/query size (the width of the key network).
+        cophase: co-phase the values with the reported phases (needs ``with_phase`` reports).
+        learned: learned keys and query (trainable); False = the untrained RSRP selector.
+    """
+
+    normalizer: str = "sparsemax"
+    mode: str = "soft"
+    topk: int = 4
+    temperature: float = 1.0
+    history: int = 4
+    neighbours: int = 4
+    d_model: int = 32
+    cophase: bool = False
+    learned: bool = True
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("normalizer", self.normalizer in ("softmax", "sparsemax", "entmax15"),
+             "'softmax', 'sparsemax' or 'entmax15'"),
+            ("mode", self.mode in ("soft", "hard", "topk"), "'soft', 'hard' or 'topk'"),
+            ("topk", isinstance(self.topk, int) and self.topk >= 1, "an integer >= 1"),
+            ("temperature", isinstance(self.temperature, (int, float)) and self.temperature > 0, "a number > 0"),
+            ("history", isinstance(self.history, int) and self.history >= 1, "an integer >= 1"),
+            ("neighbours", isinstance(self.neighbours, int) and self.neighbours >= 0, "an integer >= 0"),
+            ("d_model", isinstance(self.d_model, int) and self.d_model >= 1, "an integer >= 1"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"selector: field '{name}' = {getattr(self, name)!r}; expected {expected}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SelectorOutput:
+    """Per decision: ``beams [..., N]`` complex unit norm, ``weights [..., M]``, ``index [...]`` (largest
+    weight), ``entropy [...]`` (nats), ``active [...]`` (non-zero weights)."""
+
+    beams: Tensor
+    weights: Tensor
+    index: Tensor
+    entropy: Tensor
+    active: Tensor
+
+
+def relative_rsrp_features(rsrp_db: Tensor, measured: Tensor) -> Tensor:
+    """RSRP relative to the best measured beam of the latest report, in units of 10 dB.
+
+    Args:
+        rsrp_db: ``[..., L, M]`` reports (dB), oldest first.
+        measured: ``[M]`` bool, the beams that are measured (Set B).
+
+    Returns:
+        ``[..., L, M]`` in ``[-4, 0.5]``; unmeasured beams are 0 (the flag tells them apart).
+    """
+    latest = rsrp_db[..., -1, :].masked_fill(~measured, float("-inf"))  # [..., M]
+    ref = latest.amax(-1, keepdim=True).unsqueeze(-2)  # [..., 1, 1]
+    rel = ((rsrp_db - ref) / 10).clamp(_FLOOR_DB / 10, 0.5)  # [..., L, M]
+    return rel.masked_fill(~measured, 0.0)
+
+
+class AttentionSelector(nn.Module):
+    """Attention over the codebook's beams; see the module docstring.
+
+    Args:
+        config: :class:`SelectorConfig`.
+        beams: the codebook ``[M, N]`` complex (values).
+        measured: ``[M]`` bool: Set B (the beams that are measured).
+    """
+
+    def __init__(self, config: SelectorConfig, beams: Tensor, measured: Tensor) -> None:
+        super().__init__()
+        if beams.dim() != 2 or not beams.is_complex():
+            raise ValueError(f"selector: argument 'beams' has shape {tuple(beams.shape)} and dtype {beams.dtype}; "
+                             "expected a complex codebook [M, N]")
+        if measured.shape != beams.shape[:1] or measured.dtype != torch.bool or not bool(measured.any()):
+            raise ValueError(f"selector: argument 'measured' must be a bool mask [M={beams.shape[0]}] with at least "
+                             f"one True, got shape {tuple(measured.shape)}, dtype {measured.dtype}")
+        self.config = config
+        self.num_beams, self.num_ant = beams.shape
+        self.register_buffer("beams", beams.clone(), persistent=False)  # [M, N] complex
+        self.register_buffer("measured", measured.clone(), persistent=False)  # [M] bool
+        if config.learned:
+            # Keys: a circular convolution along the codebook index — over spatial frequency for a
+            # DFT codebook, whose index order is the angle order and wraps around — so each key
+            # sees its beam's reports and those of its angular neighbours, then a GELU; plus a
+            # learned per-beam key (a prior over beams). The score q·k is then a one-hidden-layer
+            # network of the neighbourhood's reports: cheap enough for >100k decisions/s on a CPU.
+            self.key_net = nn.Sequential(
+                nn.Conv1d(config.history + 1, config.d_model, 2 * config.neighbours + 1, padding=config.neighbours,
+                          padding_mode="circular"),
+                nn.GELU(),
+            )
+            self.beam_key = nn.Parameter(torch.randn(self.num_beams, config.d_model) * 0.02)  # [M, d]
+            self.query = nn.Parameter(torch.randn(config.d_model) / math.sqrt(config.d_model))  # [d]
+            # Weights in the codebook's precision: float32 for complex64 beams, float64 for complex128.
+            real = beams.real.dtype
+            self.key_net.to(real)
+            self.beam_key.data = self.beam_key.data.to(real)
+            self.query.data = self.query.data.to(real)
+
+    # ------------------------------------------------------------------ keys and values
+
+    def keys(self, rsrp_db: Tensor) -> Tensor:
+        """Keys ``[..., M, d]`` from reports ``rsrp_db [..., L, M]`` (learned selector)."""
+        rel = relative_rsrp_features(rsrp_db, self.measured)  # [..., L, M]
+        flag = self.measured.to(rel.dtype).expand(*rel.shape[:-2], 1, -1)  # [..., 1, M]
+        feat = torch.cat([rel, flag], dim=-2)  # [..., L+1, M]
+        batch = feat.shape[:-2]
+        k = self.key_net(feat.reshape(-1, *feat.shape[-2:]))  # [S, d, M]
+        return k.transpose(-2, -1).reshape(*batch, self.num_beams, -1) + self.beam_key  # [..., M, d]
+
+    def values(self, phase: Tensor | None) -> Tensor:
+        """Values ``[..., M, 2N]`` real: beams, co-phased by ``-phase [..., M]`` when given."""
+        v = self.beams  # [M, N]
+        if phase is not None:
+            rot = torch.polar(torch.ones_like(phase), -phase)  # [..., M]
+            rot = torch.where(self.measured, rot, torch.ones_like(rot))  # unmeasured beams have no phase report
+            v = v * rot.unsqueeze(-1).to(v.dtype)  # [..., M, N]
+        return torch.view_as_real(v).flatten(-2)  # [..., M, 2N] (re, im interleaved)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, rsrp_db: Tensor, phase: Tensor | None = None) -> SelectorOutput:
+        """Select beams.
+
+        Args:
+            rsrp_db: ``[..., L, M]`` reports in dB (oldest first; only Set B entries are read).
+            phase: ``[..., M]`` latest reported phases (rad), used when ``cophase``.
+
+        Returns:
+            :class:`SelectorOutput` with ``beams [..., N]`` complex64/128 unit norm.
+        """
+        cfg = self.config
+        if rsrp_db.shape[-1] != self.num_beams or rsrp_db.shape[-2] < cfg.history:
+            raise ValueError(f"selector: argument 'rsrp_db' has shape {tuple(rsrp_db.shape)}; expected "
+                             f"[..., L>={cfg.history}, M={self.num_beams}]")
+        # The selector computes in its codebook's precision (float32 weights for complex64 beams).
+        real = self.beams.real.dtype
+        rsrp_db = rsrp_db[..., -cfg.history:, :].to(real)
+        if cfg.cophase and phase is None:
+            raise ValueError("selector: 'cophase' is on but no phases were given; measure with 'with_phase = true'")
+        if phase is not None:
+            if phase.shape != rsrp_db.shape[:-2] + (self.num_beams,):
+                raise ValueError(f"selector: argument 'phase' has shape {tuple(phase.shape)}; expected "
+                                 f"{tuple(rsrp_db.shape[:-2]) + (self.num_beams,)} (the latest phase of each beam)")
+            phase = phase.to(real)
+        v = self.values(phase if cfg.cophase else None)  # [..., M, 2N], or [M, 2N] shared by the batch
+        batch = rsrp_db.shape[:-2]
+        topk = cfg.topk if cfg.mode == "topk" else None
+        if topk is not None and topk > self.num_beams:
+            raise ValueError(f"selector: field 'topk' = {topk} exceeds the codebook size {self.num_beams}")
+        if cfg.learned:
+            k = self.keys(rsrp_db)  # [..., M, d]
+            q = self.query.expand(*batch, 1, -1)  # [..., 1, d]
+            out, w = attend(q, k, v, normalizer=cfg.normalizer, temperature=cfg.temperature, topk=topk,
+                            return_weights=True)  # [..., 1, 2N], [..., 1, M]
+        else:
+            # Fixed goal: score = reported RSRP (dB) of measured beams; scale 1/temperature (dB).
+            k = rsrp_db[..., -1, :].unsqueeze(-1)  # [..., M, 1]
+            q = torch.ones(*batch, 1, 1, dtype=k.dtype, device=k.device)  # [..., 1, 1]
+            out, w = attend(q, k, v, mask=self.measured.view(1, -1), scale=1.0 / cfg.temperature,
+                            normalizer=cfg.normalizer, topk=topk, return_weights=True)
+        w = w.squeeze(-2)  # [..., M]
+        index = w.argmax(-1)  # [...]
+        if cfg.mode == "hard":
+            beams = self.beams[index]  # [..., N]; a common phase changes no gain, so no co-phasing here
+        else:
+            beams = torch.view_as_complex(out.squeeze(-2).unflatten(-1, (-1, 2)).contiguous())  # [..., N]
+        beams = beams / torch.linalg.vector_norm(beams, dim=-1, keepdim=True).clamp_min(1e-12)
+        return SelectorOutput(beams=beams, weights=w, index=index, entropy=attention_entropy(w.detach()),
+                              active=(w > 0).sum(-1))
