@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-OUT    ?= results/demo
-SEED   ?= 0
+SCENARIO ?= scenarios/vehicular-60.toml
+NAME     := $(basename $(notdir $(SCENARIO)))
+SEED     ?= 0
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo core-demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Main job: train the selector on the default scenario, then evaluate every policy on it.
 demo: $(STAMP)
-	$(VENV)/bin/beamattn demo --out $(OUT) --seed $(SEED)
+	$(VENV)/bin/beamattn train $(SCENARIO) --out results/train-$(NAME)
+	$(VENV)/bin/beamattn run $(SCENARIO) --checkpoint results/train-$(NAME)/selector.safetensors --out results/$(NAME)
+
+core-demo: $(STAMP)
+	$(VENV)/bin/beamattn demo --out results/core-demo --seed $(SEED)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -28,6 +34,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_core.py --out results/bench_core.json
+	$(PY) scripts/bench_wireless.py --out results/bench_wireless.json
 
 clean:
 	rm -rf $(VENV) results build *.egg-info

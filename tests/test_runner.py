@@ -122,3 +122,30 @@ sample_interval = 0.002
 num_cols = 8
 """)
     return str(p)
+
+
+def test_sionna_cdl_scenario_runs_end_to_end():
+    from pathlib import Path
+
+    from beamattn.wireless.scenario import load_scenario
+
+    scn = load_scenario(Path(__file__).parent.parent / "scenarios" / "sionna-cdl-c.toml")
+    scn.drops, scn.chunk_drops = 2, 2
+    res = run_scenario(scn, None, progress=False, figures=False, policies=["genie", "mrt", "exhaustive"])
+    g, m, e = (res.summary[p]["snr_db"]["mean"] for p in ("genie", "mrt", "exhaustive"))
+    assert e <= g <= m
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vehicular-60", "vehicular-120", "vehicular-60-cophase", "pedestrian-umi",
+                                  "highspeed-300", "indoor-blockage", "sionna-cdl-c", "sionna-umi-track"])
+def test_every_scenario_runs(name, tmp_path):
+    from pathlib import Path
+
+    from beamattn.wireless.scenario import load_scenario
+
+    scn = load_scenario(Path(__file__).parent.parent / "scenarios" / f"{name}.toml")
+    scn.drops, scn.chunk_drops = 2, 2
+    res = run_scenario(scn, tmp_path, progress=False)
+    for pol, s in res.summary.items():
+        assert s["snr_db"]["mean"] <= res.summary.get("mrt", s)["snr_db"]["mean"] + 1e-6

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runner import EVAL_STREAM, make_codebooks
+from .runner import channel_chunks, make_codebooks
 from .scenario import Scenario
 
 __all__ = ["export_channels"]
@@ -25,26 +25,19 @@ __all__ = ["export_channels"]
 
 def export_channels(scn: Scenario, out: str | Path, seed: int | None = None) -> Path:
     """Write ``out`` (.npz) atomically; returns its path."""
-    from .channels.base import check_channel
-    from .measurement import _mix
-
     out = Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"channels: argument '--out' = {str(out)!r}; expected a file name ending in .npz")
     seed = scn.seed if seed is None else seed
-    channel = scn.make_channel()
     narrow, _ = make_codebooks(scn)
     parts = {"h": [], "positions": [], "los": [], "beam_gains": []}
     times = freqs = None
-    for c in range(-(-scn.drops // scn.chunk_drops)):
-        s = channel.generate(scn.chunk_drops, seed=_mix(seed, (EVAL_STREAM << 40) + c))
-        n = min(scn.chunk_drops, scn.drops - c * scn.chunk_drops)
-        h = check_channel(s.h[:n])
-        g = (torch.matmul(h, narrow.beams.to(h.dtype).T).abs() ** 2)
-        parts["h"].append(h.numpy())
-        parts["positions"].append(s.positions[:n].numpy())
-        parts["los"].append(s.los[:n].numpy())
-        parts["beam_gains"].append((g.mean(2) if h.dim() == 4 else g).numpy())
+    for _, s in channel_chunks(scn, seed, scn.drops):
+        g = torch.matmul(s.h, narrow.beams.to(s.h.dtype).T).abs() ** 2  # [B, T, (F,) M]
+        parts["h"].append(s.h.numpy())
+        parts["positions"].append(s.positions.numpy())
+        parts["los"].append(s.los.numpy())
+        parts["beam_gains"].append((g.mean(2) if s.h.dim() == 4 else g).numpy())
         times, freqs = s.times.numpy(), s.subcarrier_frequencies
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     arrays["times"] = times

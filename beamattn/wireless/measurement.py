@@ -36,7 +36,7 @@ from torch import Tensor
 from .channels.base import ChannelSample
 from .codebooks import Codebook
 
-__all__ = ["MeasurementConfig", "Timeline", "Episode", "make_timeline", "build_episode", "set_b_indices"]
+__all__ = ["MeasurementConfig", "Timeline", "Episode", "make_timeline", "build_episode", "set_b_indices", "mix_seed"]
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
     # Drawn in complex64 whatever the channel's precision, so double-precision runs see the same noise.
     noise = torch.empty(b, r_count, cfg.samples, k, dtype=torch.complex64)
     for i in range(b):  # per-drop generator: a drop's noise is independent of the batching
-        g = torch.Generator().manual_seed(_mix(seed, drop_offset + i))
+        g = torch.Generator().manual_seed(mix_seed(seed, drop_offset + i))
         noise[i] = torch.randn(r_count, cfg.samples, k, generator=g, dtype=torch.complex64)  # CN(0, 1)
     h_m = _sample_channel(h, steps, cfg.samples)  # [B, D+H-1, R, N]
     y = math.sqrt(rho_m) * torch.matmul(h_m, beams.T) + noise.to(device=h.device, dtype=h.dtype)  # [B, D+H-1, R, K]
@@ -259,7 +259,7 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
                    drop_ids=torch.arange(drop_offset, drop_offset + b))
 
 
-def _mix(seed: int, index: int) -> int:
+def mix_seed(seed: int, index: int) -> int:
     """A 63-bit seed for (seed, index), different streams for different drops (splitmix64)."""
     z = (seed * 0x9E3779B97F4A7C15 + index + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF

@@ -24,13 +24,14 @@ import torch
 
 from .. import __version__
 from ..io import write_json_atomic, write_text_atomic
+from .channels.base import check_channel
 from .codebooks import Codebook, dft_codebook, wide_codebook
-from .measurement import Episode, build_episode
+from .measurement import mix_seed, build_episode
 from .metrics import KPI_COLUMNS, SUMMARY_KEYS, DecisionMetrics, decision_metrics, summarize
 from .policies import Policy, make_policy
 from .scenario import Scenario
 
-__all__ = ["run_scenario", "make_codebooks", "make_policies", "episodes", "RunResult"]
+__all__ = ["run_scenario", "make_codebooks", "make_policies", "channel_chunks", "episodes", "RunResult"]
 
 STEP_FIELDS = ("drop", "decision", "time_s", "policy", "beam", "snr_db", "genie_db", "mrt_db", "loss_db", "se",
                "top1", "within_1db", "measured", "active")
@@ -64,30 +65,33 @@ def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint:
 EVAL_STREAM, TRAIN_STREAM, VALID_STREAM = 0, 1, 2
 
 
-def episodes(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, device: str = "cpu",
-             stream: int = EVAL_STREAM):
-    """Yield (first drop index, Episode, ChannelSample) for chunks of ``scn.chunk_drops`` drops.
+def channel_chunks(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, device: str = "cpu",
+                   stream: int = EVAL_STREAM):
+    """Yield (first drop index, ChannelSample) for chunks of ``scn.chunk_drops`` drops, checked for NaN/Inf.
 
     Chunk ``c`` of ``stream`` is generated from its own seed, so drop ``i`` is the same whatever
     range of drops is asked for (``first_drop`` must be a multiple of ``chunk_drops``).
     """
-    from .measurement import _mix
-
     channel = scn.make_channel()
-    narrow, wide = make_codebooks(scn)
     c0 = first_drop // scn.chunk_drops
     for c in range(c0, c0 + -(-num_drops // scn.chunk_drops)):
         start = c * scn.chunk_drops
         n = min(scn.chunk_drops, first_drop + num_drops - start)
-        chunk_id = (stream << 40) + c
-        sample = channel.generate(scn.chunk_drops, seed=_mix(seed, chunk_id), device=device)
+        sample = channel.generate(scn.chunk_drops, seed=mix_seed(seed, (stream << 40) + c), device=device)
         if n < scn.chunk_drops:  # the last chunk: keep the drops asked for, same numbers as a full chunk
             sample = type(sample)(sample.h[:n], sample.positions[:n], sample.times, sample.los[:n],
                                   sample.subcarrier_frequencies)
-        from .channels.base import check_channel
-
         check_channel(sample.h)
-        ep = build_episode(sample, narrow, wide, scn.measurement, scn.snr_db, seed=_mix(seed, (1 << 39) + chunk_id),
+        yield start, sample
+
+
+def episodes(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, device: str = "cpu",
+             stream: int = EVAL_STREAM):
+    """Yield (first drop index, Episode, ChannelSample) for the chunks of :func:`channel_chunks`."""
+    narrow, wide = make_codebooks(scn)
+    for start, sample in channel_chunks(scn, seed, num_drops, first_drop, device, stream):
+        c = (stream << 40) + start // scn.chunk_drops
+        ep = build_episode(sample, narrow, wide, scn.measurement, scn.snr_db, seed=mix_seed(seed, (1 << 39) + c),
                            drop_offset=start)
         yield start, ep, sample
 

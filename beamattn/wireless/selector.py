@@ -6,8 +6,8 @@ For every decision the selector attends over the ``M`` beams of Set A:
   the best reported beam (dB/10, floored at -40 dB) and whether the beam was
   measured (Set B) — for the beam and its angular neighbours (the codebook index
   is the angle order of a DFT codebook, circular in spatial frequency), through
-  a circular convolution over the codebook index and a GELU, plus a learned
-  per-beam key;
+  a circular convolution over the codebook index and a GELU (a learned per-beam
+  score bias adds a prior over beams);
 - **values**: the beam vectors ``v_i`` (as real ``[2N]`` vectors), optionally
   co-phased with the latest reported phase, ``v_i e^{-j φ_i}``, so that a
   combination adds coherently at the user;
@@ -36,6 +36,7 @@ from ..core.diagnostics import attention_entropy
 __all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features"]
 
 _FLOOR_DB = -40.0  # reports this far below the best beam carry no information
+_INFERENCE_CHUNK = 1024  # decisions per chunk when selecting without gradients
 
 
 @dataclass(frozen=True)
@@ -137,19 +138,21 @@ class AttentionSelector(nn.Module):
             # Keys: a circular convolution along the codebook index — over spatial frequency for a
             # DFT codebook, whose index order is the angle order and wraps around — so each key
             # sees its beam's reports and those of its angular neighbours, then a GELU; plus a
-            # learned per-beam key (a prior over beams). The score q·k is then a one-hidden-layer
+            # learned per-beam score bias (a prior over beams). The score q·k is then a one-hidden-layer
             # network of the neighbourhood's reports: cheap enough for >100k decisions/s on a CPU.
             self.key_net = nn.Sequential(
                 nn.Conv1d(config.history + 1, config.d_model, 2 * config.neighbours + 1, padding=config.neighbours,
                           padding_mode="circular"),
                 nn.GELU(),
             )
-            self.beam_key = nn.Parameter(torch.randn(self.num_beams, config.d_model) * 0.02)  # [M, d]
+            # With one fixed query, a learned per-beam key offset e_i only adds q·e_i to beam i's
+            # score: it is kept as that scalar, an additive score bias (a prior over beams).
+            self.beam_bias = nn.Parameter(torch.zeros(self.num_beams))  # [M]
             self.query = nn.Parameter(torch.randn(config.d_model) / math.sqrt(config.d_model))  # [d]
             # Weights in the codebook's precision: float32 for complex64 beams, float64 for complex128.
             real = beams.real.dtype
             self.key_net.to(real)
-            self.beam_key.data = self.beam_key.data.to(real)
+            self.beam_bias.data = self.beam_bias.data.to(real)
             self.query.data = self.query.data.to(real)
 
     # ------------------------------------------------------------------ keys and values
@@ -161,7 +164,7 @@ class AttentionSelector(nn.Module):
         feat = torch.cat([rel, flag], dim=-2)  # [..., L+1, M]
         batch = feat.shape[:-2]
         k = self.key_net(feat.reshape(-1, *feat.shape[-2:]))  # [S, d, M]
-        return k.transpose(-2, -1).reshape(*batch, self.num_beams, -1) + self.beam_key  # [..., M, d]
+        return k.reshape(*batch, *k.shape[1:]).transpose(-2, -1)  # [..., M, d] (a view: attend uses [d, M])
 
     def values(self, phase: Tensor | None) -> Tensor:
         """Values ``[..., M, 2N]`` real: beams, co-phased by ``-phase [..., M]`` when given."""
@@ -184,6 +187,19 @@ class AttentionSelector(nn.Module):
         Returns:
             :class:`SelectorOutput` with ``beams [..., N]`` complex64/128 unit norm.
         """
+        batch = rsrp_db.shape[:-2]
+        if torch.is_grad_enabled() or math.prod(batch) <= _INFERENCE_CHUNK:
+            return self._select(rsrp_db, phase)
+        # Inference on a large batch: chunks keep the intermediate tensors in cache (same results).
+        flat = rsrp_db.reshape(-1, *rsrp_db.shape[-2:])
+        flat_phase = None if phase is None else phase.reshape(-1, phase.shape[-1])
+        parts = [self._select(flat[i:i + _INFERENCE_CHUNK],
+                              None if flat_phase is None else flat_phase[i:i + _INFERENCE_CHUNK])
+                 for i in range(0, flat.shape[0], _INFERENCE_CHUNK)]
+        return SelectorOutput(*(torch.cat([getattr(p, f) for p in parts]).reshape(*batch, *getattr(parts[0], f).shape[1:])
+                                for f in ("beams", "weights", "index", "entropy", "active")))
+
+    def _select(self, rsrp_db: Tensor, phase: Tensor | None) -> SelectorOutput:
         cfg = self.config
         if rsrp_db.shape[-1] != self.num_beams or rsrp_db.shape[-2] < cfg.history:
             raise ValueError(f"selector: argument 'rsrp_db' has shape {tuple(rsrp_db.shape)}; expected "
@@ -206,8 +222,8 @@ class AttentionSelector(nn.Module):
         if cfg.learned:
             k = self.keys(rsrp_db)  # [..., M, d]
             q = self.query.expand(*batch, 1, -1)  # [..., 1, d]
-            out, w = attend(q, k, v, normalizer=cfg.normalizer, temperature=cfg.temperature, topk=topk,
-                            return_weights=True)  # [..., 1, 2N], [..., 1, M]
+            out, w = attend(q, k, v, bias=self.beam_bias.view(1, -1), normalizer=cfg.normalizer,
+                            temperature=cfg.temperature, topk=topk, return_weights=True)  # [..., 1, 2N], [..., 1, M]
         else:
             # Fixed goal: score = reported RSRP (dB) of measured beams; scale 1/temperature (dB).
             k = rsrp_db[..., -1, :].unsqueeze(-1)  # [..., M, 1]
