@@ -12,7 +12,8 @@ strongly on the state of glibc malloc (whether a freed 16 MiB buffer went back
 to the OS and must be page-faulted in again), and that state depends on which
 cases ran before; a fresh process per row makes every row independent of the
 order. Page faults per call are recorded for each side (``faults_per_call``).
-``--quick`` runs the timing rows in the main process (faster; a smoke test).
+``--quick`` runs the timing rows in the main process (faster; a smoke test
+whose timings are indicative only).
 
 Cases (CPU, float32):
 
@@ -35,6 +36,13 @@ Usage::
     python scripts/bench_core.py                # full run, ~ minutes
     python scripts/bench_core.py --quick        # smoke run, small sizes, < 30 s
     python scripts/bench_core.py --out PATH --seed 0 --strict
+    python scripts/bench_core.py --threads 1    # on a busy machine (see below)
+
+With 2+ threads, every parallel op waits for all its threads: when other
+processes keep the CPUs busy, an op can wait a scheduler time slice, so calls
+that take 3 ms on a quiet machine take 30-200 ms, and code made of many small
+ops (sparsemax's Newton steps) suffers most. The script prints a note when the
+load average exceeds the CPU count; ``--threads 1`` keeps the ratios sound there.
 
 Prints a markdown table to stdout, progress to stderr, and writes JSON
 (default ``results/bench_core.json``). Exit code 0 even when a target is
@@ -94,14 +102,16 @@ def config(quick: bool) -> dict:
             attn_grad_shapes=[(64, 4, 128, 32)],
             sparsemax_shapes=[(1024, 64), (128, 1024), (4, 32768)],
             topk_L=16384, topk_d=64, topk_k=32, child_repeats=1,
-            rounds=2, repeats=4, sample_s=0.01, warmup=1, isolate=False,
+            rounds=2, repeats=4, sample_s=0.01, warmup=0, case_budget_s=1.0,
+            isolate=[],  # a fresh process costs ~1.3 s (importing torch): none in a smoke test
         )
     return dict(
         attn_shapes=[(8, 8, 1024, 64), (64, 4, 128, 32)],
         attn_grad_shapes=[(8, 8, 1024, 64), (64, 4, 128, 32)],
         sparsemax_shapes=[(8192, 64), (1024, 1024), (32, 32768)],
         topk_L=16384, topk_d=64, topk_k=32, child_repeats=3,
-        rounds=3, repeats=8, sample_s=0.05, warmup=2, isolate=True,
+        rounds=3, repeats=8, sample_s=0.05, warmup=2, case_budget_s=90.0,
+        isolate=["sdpa", "sdpa_grad", "weights", "sparsemax"],
     )
 
 
@@ -138,7 +148,8 @@ def time_pair(cand: Callable[[], object], ref: Callable[[], object], cfg: dict) 
     (``number`` chosen so that a sample lasts about ``sample_s``). Samples
     alternate A B / B A. Per round, the median per-call time of each side; over
     rounds, the minimum. ``ratio_paired_median`` (median of the per-pair
-    ratios) is a second estimate, recorded in the JSON.
+    ratios) is a second estimate, recorded in the JSON. Sampling stops early
+    (after at least two pairs) once the case has run ``case_budget_s``.
     """
     for _ in range(cfg["warmup"]):
         cand()
@@ -161,10 +172,17 @@ def time_pair(cand: Callable[[], object], ref: Callable[[], object], cfg: dict) 
         faults[side] += _minflt() - f0
         return t
 
+    t_start = time.perf_counter()
+    truncated = False
     try:
         for _ in range(cfg["rounds"]):
+            if truncated:
+                break
             cs, rs = [], []
             for i in range(cfg["repeats"]):
+                if i >= 2 and time.perf_counter() - t_start > cfg["case_budget_s"]:
+                    truncated = True  # a loaded machine can slow calls 100x: bound the run time
+                    break
                 if i % 2 == 0:
                     c = timed("cand", cand)
                     r = timed("ref", ref)
@@ -180,13 +198,14 @@ def time_pair(cand: Callable[[], object], ref: Callable[[], object], cfg: dict) 
         if gc_was_enabled:
             gc.enable()
     c, r = min(cand_meds), min(ref_meds)
-    calls = number * cfg["rounds"] * cfg["repeats"]
+    calls = number * len(pair_ratios)
     return dict(
         cand_s=c, ref_s=r, ratio=c / r,
         faults_per_call=dict(cand=faults["cand"] / calls, ref=faults["ref"] / calls),
         ratio_paired_median=statistics.median(pair_ratios),
         cand_round_medians_s=cand_meds, ref_round_medians_s=ref_meds,
-        number=number, rounds=cfg["rounds"], repeats=cfg["repeats"],
+        number=number, rounds=cfg["rounds"], repeats=cfg["repeats"], pairs_timed=len(pair_ratios),
+        truncated_by_budget=truncated,
     )
 
 
@@ -300,8 +319,8 @@ def _threads_args() -> list[str]:
 
 
 def run_case(name: str, shape, seed: int, cfg: dict, tmp: Path, index: int) -> dict:
-    """Run one timing case in a fresh subprocess (see the module docstring); in this process if not ``isolate``."""
-    if not cfg["isolate"]:
+    """Run one timing case in a fresh subprocess (see the module docstring), or here if not in ``isolate``."""
+    if name not in cfg["isolate"]:
         return dict(CASES[name](tuple(shape), seed, cfg), isolated=False)
     spec = dict(case=name, shape=list(shape), seed=seed, cfg=cfg, result_path=str(tmp / f"case{index}.json"))
     spec_path = tmp / f"case{index}_spec.json"
@@ -496,6 +515,9 @@ def write_json(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -545,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = [("sdpa", shape, "case 1: attend vs SDPA, forward") for shape in cfg["attn_shapes"]]
     plan += [("weights", shape, "case 2: attend(return_weights=True) vs plain attention")
              for shape in cfg["attn_shapes"]]
-    plan += [("sparsemax", shape, "case 3: sparsemax vs entmax.sparsemax, fwd+bwd") for shape in cfg["sparsemax_shapes"]]
+    plan += [("sparsemax", shape, "case 3: sparsemax vs entmax.sparsemax, fwd+bwd")
+             for shape in cfg["sparsemax_shapes"]]
     with tempfile.TemporaryDirectory(prefix="bench_core_") as tmpdir:
         for i, (name, shape, what) in enumerate(plan):
             log(f"{what}, shape {tuple(shape)}")
@@ -565,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(r['pass'] is None for r in rows)} info; {total:.1f} s"
     print(f"\n{env['torch']}, {env['threads']} threads, {env['cpu_model'] or env['cpu_processor']} "
           f"({env['cpu_count']} CPUs); {'quick' if args.quick else 'full'} mode; {summary}")
+    if args.quick:
+        print("\nQuick mode: a smoke test at small sizes with few repeats; its timings are indicative only.")
     load_end = _loadavg()
     busy = [x[0] for x in (load_start, load_end) if x is not None and x[0] > (os.cpu_count() or 1)]
     if busy:
@@ -574,8 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     data = dict(
         benchmark="bench_core", created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         mode="quick" if args.quick else "full", seed=args.seed, config=cfg, environment=env,
-        total_time_s=total, loadavg_start=load_start, loadavg_end=load_end, n_pass=sum(r["pass"] is True for r in rows), n_fail=n_fail, rows=rows,
-        table_markdown=table,
+        total_time_s=total, loadavg_start=load_start, loadavg_end=load_end,
+        n_pass=sum(r["pass"] is True for r in rows), n_fail=n_fail, rows=rows, table_markdown=table,
     )
     write_json(args.out, data)
     log(f"wrote {args.out}; {summary}")

@@ -138,7 +138,8 @@ def test_sionna_cdl_scenario_runs_end_to_end():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vehicular-60", "vehicular-120", "vehicular-60-cophase", "pedestrian-umi",
-                                  "highspeed-300", "indoor-blockage", "sionna-cdl-c", "sionna-umi-track"])
+                                  "highspeed-300", "indoor-blockage", "sionna-cdl-c", "sionna-umi-track",
+                                  "pedestrian-umi-cophase", "static-cophase"])
 def test_every_scenario_runs(name, tmp_path):
     from pathlib import Path
 

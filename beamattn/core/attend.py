@@ -265,6 +265,8 @@ def _check_tensors(q, k, v, score) -> None:
         raise ValueError(f"attend: k has Lk={k.shape[-2]} keys but v has {v.shape[-2]} values; expected equal")
     if k.shape[-2] == 0:
         raise ValueError("attend: k has Lk=0 keys; expected at least one key")
+    if q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        return  # the common case; torch.broadcast_shapes costs ~0.1 ms of Python
     try:
         torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError:

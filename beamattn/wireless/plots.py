@@ -30,10 +30,12 @@ _COLORS = {
     "random": "tab:brown",
     "uniform": "tab:olive",
     "attention": "tab:red",
+    "attention-untrained": "tab:pink",
 }
 _SPARE = ("tab:cyan", "tab:pink", "darkgoldenrod", "teal", "navy", "crimson", "darkkhaki", "slateblue")
 _MARKERS = {"genie": "o", "mrt": "D", "exhaustive": "s", "best-of-set-b": "^", "stale": "v", "hierarchical": "P",
-            "random": "x", "uniform": "*", "attention": "o"}
+            "random": "x", "uniform": "*", "attention": "o",
+            "attention-untrained": "h"}
 _REFERENCES = ("genie", "mrt")
 _GRID = 0.3
 

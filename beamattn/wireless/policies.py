@@ -269,3 +269,15 @@ class AttentionPolicy(Policy):
         ranking = out.weights.topk(min(4, m), dim=-1).indices  # [B, D, 4]
         measured = torch.full(out.index.shape, float(ep.set_b.numel()))
         return Decision(beams=beams, index=out.index, measured=measured, ranking=ranking, weights=out.weights)
+
+
+@register("attention-untrained")
+class AttentionUntrained(AttentionPolicy):
+    """The attention selector without training: fixed goal "more RSRP is better" over Set B
+    (softmax/sparsemax of the reported RSRP in dB over ``temperature`` dB), whatever the checkpoint."""
+
+    def __init__(self, config=None, checkpoint: str | None = None) -> None:
+        from .selector import SelectorConfig
+
+        cfg = config or SelectorConfig(learned=False)
+        super().__init__(config=SelectorConfig(**{**cfg.to_dict(), "learned": False}), checkpoint=None)

@@ -50,8 +50,9 @@ def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint:
     out = {}
     for name in names:
         kwargs = dict(scn.policy_args.get(name, {}))
-        if name == "attention":
+        if name in ("attention", "attention-untrained"):
             kwargs.setdefault("config", scn.selector)
+        if name == "attention":
             kwargs.setdefault("checkpoint", checkpoint)
         try:
             out[name] = make_policy(name, **kwargs)
@@ -226,4 +227,4 @@ def _progress(total: int, desc: str, enabled: bool):
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr, leave=False, disable=None)  # off when not a TTY

@@ -106,7 +106,7 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc=f"train {scn.name}", file=sys.stderr, leave=False)
+        bar = tqdm(total=steps, desc=f"train {scn.name}", file=sys.stderr, leave=False, disable=None)
     for step in range(1, steps + 1):
         idx = torch.randint(len(train), (min(tc.batch, len(train)),), generator=gen)
         se, _ = _objective(sel, train.take(idx), rho)
@@ -125,8 +125,11 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
                 log[key].append(val)
             if v["se"] > best:
                 best, best_state = v["se"], {k: t.detach().clone() for k, t in sel.state_dict().items()}
-            if bar is not None:
+            if bar is not None and not bar.disable:
                 bar.set_postfix(se=f"{v['se']:.3f}", loss_db=f"{v['loss_db']:.2f}")
+            elif progress and (step % (5 * every) == 0 or step == steps):  # not a terminal: a line now and then
+                _log(True, f"step {step}/{steps}: validation SE {v['se']:.3f} b/s/Hz, loss to genie "
+                           f"{v['loss_db']:.2f} dB, within 1 dB {v['within_1db']:.3f}")
         if bar is not None:
             bar.update(1)
     if bar is not None:
