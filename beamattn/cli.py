@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     chans.add_argument("--seed", type=_nonneg_int, default=None, help="seed (default: the scenario's)")
     chans.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
 
+    exp = sub.add_parser("experiment", help="run a claim-of-the-write-up experiment, or 'all' with a report",
+                         description="Each experiment writes DIR/NAME/result.json and figures; 'all' also writes "
+                                     "DIR/report.md. NAME 'list' prints the names.")
+    exp.add_argument("name", help="experiment name, 'all' or 'list'")
+    exp.add_argument("--out", default="results/experiments", help="output folder (default: results/experiments)")
+    exp.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default: 0)")
+    exp.add_argument("--small", action="store_true", help="the small, fast version (as in the tests)")
+
     demo = sub.add_parser("demo", help="run the attention-core demo: softmax vs sparsemax vs top-k, with plots",
                           description="Retrieval among distractors and score scaling, on beamattn.core. "
                                       "Writes demo.json and figures/ under --out.")
@@ -118,6 +126,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .wireless.train import train_selector
 
         train_selector(_load(args.scenario), args.out, seed=args.seed, steps=args.steps)
+    elif args.command == "experiment":
+        from .experiments import EXPERIMENTS, run_all, run_experiment
+
+        if args.name == "list":
+            for name in sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order):
+                print(f"{name:28s} {EXPERIMENTS[name].title}")
+        elif args.name == "all":
+            results = run_all(args.out, small=args.small, seed=args.seed)
+            print(f"{sum(r.supported for r in results)} of {len(results)} claims supported; report: "
+                  f"{args.out}/report.md")
+        else:
+            r = run_experiment(args.name, args.out, small=args.small, seed=args.seed)
+            print(f"{r.name}: {'supported' if r.supported else 'NOT supported'} — {r.verdict}")
     elif args.command == "channels":
         from .wireless.export import export_channels
 

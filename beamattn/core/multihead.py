@@ -159,6 +159,7 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value``.
 
@@ -173,11 +174,13 @@ class MultiHeadAttention(nn.Module):
                 mask is ``[Lq, Lk]``, not ``[B, Lk]``.
             causal: query ``i`` attends only to keys ``j <= i``.
             need_weights: also return the attention weights (before dropout).
+            bias: additive score bias ``[H, Lq, Lk]`` or ``[B, H, Lq, Lk]`` (e.g. a relative-position
+                bias), added after scaling.
 
         Returns:
             ``(out [B, Lq, embed_dim], weights [B, H, Lq, Lk] or None)``.
         """
-        heads, weights = self._attend_heads(query, key, value, mask, causal, need_weights)  # [B, Lq, sum(dv)]
+        heads, weights = self._attend_heads(query, key, value, mask, causal, need_weights, bias)  # [B, Lq, sum(dv)]
         out = self.out_proj(heads)  # [B, Lq, E]
         return out, weights
 
@@ -189,6 +192,7 @@ class MultiHeadAttention(nn.Module):
         *,
         mask: Tensor | None = None,
         causal: bool = False,
+        bias: Tensor | None = None,
     ) -> Tensor:
         """Each head's contribution to the output: ``o_h W_O[:, slice_h]ᵀ``, without the output bias.
 
@@ -196,7 +200,7 @@ class MultiHeadAttention(nn.Module):
         ``head_outputs(...).sum(1) + out_proj.bias`` equals ``forward(...)[0]``.
         Useful for each head's share of the output norm.
         """
-        heads, _ = self._attend_heads(query, key, value, mask, causal, False)  # [B, Lq, sum(dv)]
+        heads, _ = self._attend_heads(query, key, value, mask, causal, False, bias)  # [B, Lq, sum(dv)]
         w_o = self.out_proj.weight  # [E, sum(dv)]
         per_head = [
             F.linear(heads[..., off:off + dv], w_o[:, off:off + dv])  # [B, Lq, E]
@@ -256,6 +260,7 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None,
         causal: bool,
         need_weights: bool,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Projections and attention; returns the concatenated head outputs ``[B, Lq, sum(dv)]`` and weights."""
         key = query if key is None else key
@@ -263,6 +268,12 @@ class MultiHeadAttention(nn.Module):
         self._check_inputs(query, key, value)
         b, lq, lk = query.shape[0], query.shape[1], key.shape[1]
         mask = self._check_mask(mask, b, lq, lk)  # bool [B|1, H|1, Lq|1, Lk|1] or None
+        if bias is not None:
+            if not isinstance(bias, Tensor) or bias.dim() not in (3, 4) or bias.shape[-3] != self.num_heads:
+                got = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+                raise ValueError(f"MultiHeadAttention: argument 'bias' has shape {got}; expected [H={self.num_heads}, "
+                                 f"Lq, Lk] or [B, H, Lq, Lk]")
+            bias = bias if bias.dim() == 4 else bias.unsqueeze(0)  # [B|1, H, Lq, Lk]
 
         q = self.q_proj(query)  # [B, Lq, sum(d)]
         k = self.k_proj(key)  # [B, Lk, sum(d)]
@@ -273,7 +284,7 @@ class MultiHeadAttention(nn.Module):
             q = q.view(b, lq, h, d).transpose(1, 2)  # [B, H, Lq, d]
             k = k.view(b, lk, h, d).transpose(1, 2)  # [B, H, Lk, d]
             v = v.view(b, lk, h, dv).transpose(1, 2)  # [B, H, Lk, dv]
-            out, weights = self._attend(q, k, v, mask, causal, need_weights)  # [B, H, Lq, dv], [B, H, Lq, Lk]
+            out, weights = self._attend(q, k, v, mask, causal, need_weights, bias)  # [B, H, Lq, dv], [B, H, Lq, Lk]
             return out.transpose(1, 2).reshape(b, lq, h * dv), weights  # [B, Lq, H*dv]
 
         per_head: list[Tensor | None] = [None] * self.num_heads  # filled in head order
@@ -285,7 +296,8 @@ class MultiHeadAttention(nn.Module):
             mask_g = mask
             if mask is not None and mask.shape[1] > 1:
                 mask_g = mask[:, list(idx)]  # [B|1, G, Lq|1, Lk|1]
-            out_g, w_g = self._attend(q_g, k_g, v_g, mask_g, causal, need_weights)  # [B, G, Lq, dv]
+            bias_g = None if bias is None else bias[:, list(idx)]  # [B|1, G, Lq, Lk]
+            out_g, w_g = self._attend(q_g, k_g, v_g, mask_g, causal, need_weights, bias_g)  # [B, G, Lq, dv]
             for i, h in enumerate(idx):
                 per_head[h] = out_g[:, i]  # [B, Lq, dv]
             if w_g is not None:
@@ -301,11 +313,12 @@ class MultiHeadAttention(nn.Module):
         return heads, weights
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
-                need_weights: bool) -> tuple[Tensor, Tensor | None]:
+                need_weights: bool, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """One :func:`attend` call on ``q [B, G, Lq, d]``, ``k [B, G, Lk, d]``, ``v [B, G, Lk, dv]``."""
         result = attend(
             q, k, v,
             mask=mask,
+            bias=None if bias is None else bias.to(q.dtype),
             causal=causal,
             scale=self.shared_scale,  # None: attend's per-head default, e.g. 1/sqrt(d) for "dot"
             score=self.score,

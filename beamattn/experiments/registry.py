@@ -1,0 +1,81 @@
+"""The experiment registry: one function per claim of the attention write-up.
+
+An experiment is a function ``fn(out_dir: Path, small: bool, seed: int) -> Outcome`` registered with
+:func:`experiment`. It writes its figure(s) into ``out_dir`` and returns its numbers and a verdict;
+:func:`run_experiment` adds the claim and writes ``result.json`` atomically. ``small=True`` is the
+small-scale version used by the tests (seconds); the full scale takes at most a couple of minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..io import write_json_atomic
+
+__all__ = ["Outcome", "ExperimentResult", "experiment", "EXPERIMENTS", "run_experiment"]
+
+
+@dataclass
+class Outcome:
+    """What an experiment function returns."""
+
+    numbers: dict  # JSON-serialisable measurements
+    verdict: str  # one or two sentences: what was measured and whether the claim holds
+    supported: bool  # does the measurement support the claim (in the direction, with the margin)?
+    figures: list[str] = field(default_factory=list)  # file names inside out_dir
+
+
+@dataclass
+class ExperimentResult(Outcome):
+    name: str = ""
+    title: str = ""
+    claim: str = ""
+    seed: int = 0
+    small: bool = False
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fn: Callable[[Path, bool, int], Outcome]
+    title: str
+    claim: str
+    order: int
+
+
+EXPERIMENTS: dict[str, _Entry] = {}
+
+
+def experiment(name: str, title: str, claim: str, order: int):
+    """Register ``fn(out_dir, small, seed) -> Outcome`` as experiment ``name`` (``order`` sorts the report)."""
+
+    def deco(fn):
+        if name in EXPERIMENTS:
+            raise ValueError(f"experiment {name!r} is registered twice")
+        EXPERIMENTS[name] = _Entry(fn, title, claim, order)
+        return fn
+
+    return deco
+
+
+def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: int = 0) -> ExperimentResult:
+    """Run experiment ``name`` into ``out_dir/name`` and write ``result.json`` there."""
+    if name not in EXPERIMENTS:
+        import difflib
+
+        close = difflib.get_close_matches(name, EXPERIMENTS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"experiment: unknown name {name!r}{hint}; expected 'all' or one of {sorted(EXPERIMENTS)}")
+    entry = EXPERIMENTS[name]
+    out = Path(out_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res = entry.fn(out, small, seed)
+    result = ExperimentResult(numbers=res.numbers, verdict=res.verdict, supported=bool(res.supported),
+                              figures=list(res.figures), name=name, title=entry.title, claim=entry.claim,
+                              seed=seed, small=small, elapsed_s=time.time() - t0)
+    write_json_atomic(out / "result.json", asdict(result))
+    return result

@@ -1,0 +1,44 @@
+"""``beamattn experiment all``: run every experiment and build one markdown report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..io import write_text_atomic
+from .registry import EXPERIMENTS, ExperimentResult, run_experiment
+
+__all__ = ["run_all", "render_report"]
+
+
+def render_report(results: list[ExperimentResult]) -> str:
+    ok = sum(r.supported for r in results)
+    lines = ["# The attention write-up, claim by claim", "",
+             f"{ok} of {len(results)} claims supported by the measurements "
+             f"(seed {results[0].seed if results else 0}, {'small' if results and results[0].small else 'full'} scale).",
+             "", "| # | experiment | claim supported | time (s) |", "|---:|---|---|---:|"]
+    for i, r in enumerate(results, 1):
+        lines.append(f"| {i} | [{r.title}](#{r.name}) | {'yes' if r.supported else '**no**'} | {r.elapsed_s:.1f} |")
+    for i, r in enumerate(results, 1):
+        lines += ["", f'<a id="{r.name}"></a>', f"## {i}. {r.title}", "", f"**Claim.** {r.claim}", "",
+                  f"**Verdict ({'supported' if r.supported else 'not supported'}).** {r.verdict}", ""]
+        lines += [f"![{r.name}]({r.name}/{f})" for f in r.figures]
+        lines += ["", f"Numbers: [`{r.name}/result.json`]({r.name}/result.json)"]
+    return "\n".join(lines) + "\n"
+
+
+def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: bool = True) -> list[ExperimentResult]:
+    """Run every registered experiment in order; write ``out_dir/report.md``."""
+    out_dir = Path(out_dir)
+    names = sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order)
+    results = []
+    for i, name in enumerate(names, 1):
+        if progress:
+            print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+        r = run_experiment(name, out_dir, small=small, seed=seed)
+        if progress:
+            print(f"    {'supported' if r.supported else 'NOT supported'} ({r.elapsed_s:.1f} s): {r.verdict}",
+                  file=sys.stderr)
+        results.append(r)
+    write_text_atomic(out_dir / "report.md", render_report(results))
+    return results
