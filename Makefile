@@ -8,7 +8,7 @@ SCENARIO ?= scenarios/vehicular-60.toml
 NAME     := $(basename $(notdir $(SCENARIO)))
 SEED     ?= 0
 
-.PHONY: demo core-demo test test-slow bench clean
+.PHONY: demo core-demo experiments test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/beamattn train $(SCENARIO) --out results/train-$(NAME)
 	$(VENV)/bin/beamattn run $(SCENARIO) --checkpoint results/train-$(NAME)/selector.safetensors --out results/$(NAME)
+
+# Every claim of the attention write-up: figures, numbers, verdicts and results/experiments/report.md.
+experiments: $(STAMP)
+	$(VENV)/bin/beamattn experiment all --out results/experiments --seed $(SEED)
 
 core-demo: $(STAMP)
 	$(VENV)/bin/beamattn demo --out results/core-demo --seed $(SEED)
