@@ -208,6 +208,7 @@ def _attend_topk(q, k, v, allowed, bias, scale, score, score_weight, norm_fn, to
         v_sel = v_b.unsqueeze(-3).expand(*batch, c, lk, v.shape[-1]).gather(
             -2, top_i.unsqueeze(-1).expand(*batch, c, topk, v.shape[-1]))
         outs.append(torch.matmul(w_drop.unsqueeze(-2), v_sel).squeeze(-2))  # [*B, C, dv]
+        del s, top_s, w, w_drop, v_sel  # free this chunk's scores before the next chunk allocates its own
     out = torch.cat(outs, dim=-2)
     return (out, torch.cat(dense, dim=-2)) if return_weights else out
 
