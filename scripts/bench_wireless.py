@@ -20,7 +20,6 @@ Times are medians of interleaved repeats.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

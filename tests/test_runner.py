@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from beamattn.cli import main
-from beamattn.wireless import runner
 from beamattn.wireless.runner import run_scenario
 from wireless_fixtures import tiny_scenario
 

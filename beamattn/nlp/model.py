@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from ..core import MultiHeadAttention, periodic_encoding, sinusoidal_encoding

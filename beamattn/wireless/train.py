@@ -11,7 +11,6 @@ validation state is kept and written as a safetensors checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
