@@ -80,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default: 0)")
     exp.add_argument("--small", action="store_true", help="the small, fast version (as in the tests)")
 
+    sweep = sub.add_parser("sweep", help="run a grid of scenario parameters x policies x seeds (local pool or Dask)",
+                           description="Each (cell, seed) is a task whose result is written atomically to "
+                                       "DIR/tasks/; writes DIR/summary.json and DIR/figures/. See "
+                                       "beamattn.wireless.sweep for the file format and SLURM (dask-jobqueue).")
+    sweep.add_argument("sweep", help="sweep TOML file (see scenarios/sweeps/)")
+    sweep.add_argument("--out", required=True, help="output folder")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_pos_int, default=1,
+                       help="local worker processes (default 1: in this process; N > 1: a Dask LocalCluster)")
+    where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://HOST:PORT")
+    sweep.add_argument("--resume", action="store_true", help="keep valid finished tasks, run the rest")
+    sweep.add_argument("--no-figures", action="store_true", help="skip the figures")
+
     demo = sub.add_parser("demo", help="run the attention-core demo: softmax vs sparsemax vs top-k, with plots",
                           description="Retrieval among distractors and score scaling, on beamattn.core. "
                                       "Writes demo.json and figures/ under --out.")
@@ -139,6 +152,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             r = run_experiment(args.name, args.out, small=args.small, seed=args.seed)
             print(f"{r.name}: {'supported' if r.supported else 'NOT supported'} — {r.verdict}")
+    elif args.command == "sweep":
+        from .wireless.sweep import load_sweep, run_sweep
+
+        run_sweep(load_sweep(args.sweep), args.out, workers=args.workers, scheduler=args.scheduler,
+                  resume=args.resume, figures=not args.no_figures)
     elif args.command == "channels":
         from .wireless.export import export_channels
 

@@ -43,6 +43,13 @@ def test_bounds_hold_on_every_decision(tmp_path):
             assert snr <= genie + 1e-3  # no single codebook beam beats the genie beam
     s = {r["policy"] for r in rows}
     assert s == set(scn.policies)
+    import math
+
+    for r in rows:  # uniform weights over the 16 beams have entropy ln 16; a single beam has 0
+        if r["policy"] == "uniform":
+            assert abs(float(r["entropy"]) - math.log(16)) < 1e-3
+        if r["policy"] in ("genie", "exhaustive"):
+            assert float(r["entropy"]) == 0.0
 
 
 def test_common_random_numbers_and_chunk_invariance(tmp_path):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.diagnostics import attention_entropy
 from .measurement import Episode
 from .policies import Decision
 
@@ -56,6 +57,7 @@ class DecisionMetrics:
     overhead: Tensor
     overhead_saving: Tensor
     active: Tensor
+    entropy: Tensor  # attention entropy of the weights over beams (nats); 0 for single-beam policies
     index: Tensor  # [B, D] long
 
 
@@ -79,14 +81,16 @@ def decision_metrics(ep: Episode, dec: Decision, outage_db: float = 0.0) -> Deci
     switch[:, 1:] = (dec.index[:, 1:] != dec.index[:, :-1]).float()
     if dec.weights is not None:
         active = (dec.weights > 0).sum(-1).float()
+        entropy = attention_entropy(dec.weights.float())
     else:
         active = torch.ones_like(snr)
+        entropy = torch.zeros_like(snr)
     loss = genie_db - snr_db
     return DecisionMetrics(
         snr_db=snr_db, genie_db=genie_db, mrt_db=mrt_db, loss_db=loss, gap_mrt_db=mrt_db - snr_db,
         se=torch.log2(1 + snr), top1=top1, topk=topk, within_1db=(loss <= 1.0).float(),
         outage=(snr_db < outage_db).float(), switch=switch, overhead=dec.measured.float(),
-        overhead_saving=1 - dec.measured.float() / ep.num_beams, active=active, index=dec.index)
+        overhead_saving=1 - dec.measured.float() / ep.num_beams, active=active, entropy=entropy, index=dec.index)
 
 
 def bootstrap_ci(per_drop: np.ndarray, num_resamples: int = 1000, seed: int = 0, level: float = 0.95
@@ -104,7 +108,7 @@ def bootstrap_ci(per_drop: np.ndarray, num_resamples: int = 1000, seed: int = 0,
 
 
 SUMMARY_KEYS = ("snr_db", "genie_db", "mrt_db", "loss_db", "gap_mrt_db", "se", "top1", "topk", "within_1db",
-                "outage", "switch", "overhead", "overhead_saving", "active")
+                "outage", "switch", "overhead", "overhead_saving", "active", "entropy")
 
 
 def summarize(per_drop: dict[str, np.ndarray], loss_samples: np.ndarray, seed: int = 0) -> dict:

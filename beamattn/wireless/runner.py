@@ -34,7 +34,7 @@ from .scenario import Scenario
 __all__ = ["run_scenario", "make_codebooks", "make_policies", "channel_chunks", "episodes", "RunResult"]
 
 STEP_FIELDS = ("drop", "decision", "time_s", "policy", "beam", "snr_db", "genie_db", "mrt_db", "loss_db", "se",
-               "top1", "within_1db", "measured", "active")
+               "top1", "within_1db", "measured", "active", "entropy")
 
 
 def make_codebooks(scn: Scenario) -> tuple[Codebook, Codebook | None]:
@@ -174,7 +174,7 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
 
 def _rows(name: str, start: int, times: list, m: DecisionMetrics):
     b, d = m.snr_db.shape
-    cols = [m.snr_db, m.genie_db, m.mrt_db, m.loss_db, m.se, m.top1, m.within_1db, m.overhead, m.active]
+    cols = [m.snr_db, m.genie_db, m.mrt_db, m.loss_db, m.se, m.top1, m.within_1db, m.overhead, m.active, m.entropy]
     cols = [c.numpy() for c in cols]
     idx = m.index.numpy()
     for i in range(b):
