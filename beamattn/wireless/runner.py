@@ -54,6 +54,9 @@ def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint:
             kwargs.setdefault("config", scn.selector)
         if name == "attention":
             kwargs.setdefault("checkpoint", checkpoint)
+            if kwargs["checkpoint"] is None:
+                print("note: policy 'attention' has no --checkpoint: it runs the untrained selector "
+                      "(train one with `beamattn train`)", file=sys.stderr)
         try:
             out[name] = make_policy(name, **kwargs)
         except TypeError as e:
