@@ -167,13 +167,7 @@ def _figure(sweep: dict, train: dict, path: Path) -> None:
 
 @experiment("unscaled-dot-products", "Scaling the scores by 1/sqrt(d_k)", CLAIM, order=1)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    # Tiny tensors: one thread is faster than several, and much faster on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(out_dir, small, seed)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(out_dir, small, seed)
 
 
 def _run(out_dir: Path, small: bool, seed: int) -> Outcome:

@@ -157,12 +157,7 @@ def _figure(init: dict, train: dict, steps: int, path: Path, n_samples: int, len
 
 @experiment("shared-scale-heads", "Heads of different sizes under one shared scale", CLAIM, order=2)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine
-    try:
-        return _run(out_dir, small, seed)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(out_dir, small, seed)
 
 
 def _run(out_dir: Path, small: bool, seed: int) -> Outcome:

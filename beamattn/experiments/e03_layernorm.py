@@ -186,12 +186,7 @@ def _figure(factors: list[float], sweep: dict, train: dict, path: Path, cfg: str
 
 @experiment("post-ln-shouting-head", "A shouting head under post-LN vs pre-LN", CLAIM, order=3)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine
-    try:
-        return _run(out_dir, small, seed)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(out_dir, small, seed)
 
 
 def _run(out_dir: Path, small: bool, seed: int) -> Outcome:

@@ -152,12 +152,7 @@ def _figure(res: dict, checkpoints: list[int], m: int, b: int, n_seeds: int, tra
 @experiment("multihead-gradient-variance", "Multi-head attention as a gradient-variance-reducing ensemble",
             CLAIM, order=4)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine
-    try:
-        return _run(out_dir, small, seed)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(out_dir, small, seed)
 
 
 def _run(out_dir: Path, small: bool, seed: int) -> Outcome:

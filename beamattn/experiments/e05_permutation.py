@@ -75,12 +75,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     batch, n_perms, n_models = (4, 3, 1) if small else (8, 8, 3)
     vocab = 32
     gen = torch.Generator().manual_seed(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other cores alone
-    try:
-        errors, scales = _measure(lengths, batch, n_perms, n_models, vocab, seed, gen)
-    finally:
-        torch.set_num_threads(threads)
+    errors, scales = _measure(lengths, batch, n_perms, n_models, vocab, seed, gen)
 
     none64 = max(errors["none (float64)"])
     none32 = max(errors["none (float32)"])

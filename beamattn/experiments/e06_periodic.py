@@ -98,28 +98,22 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     x_ctrl[rows, p + period] = 1 + (x[rows, p] + vocab // 2) % (vocab - 1)
     fig_x, changed = _figure_sequence(period, length, vocab, gen)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other cores alone
     dist: dict[str, dict[str, list[float]]] = {}
     control: dict[str, dict[str, float]] = {}
     accuracy: dict[str, float] = {}
     matrices: dict[str, list] = {}
-    try:
-        with torch.random.fork_rng(devices=[]):
-            for enc in ENCODINGS:
-                torch.manual_seed(seed)  # same initial weights for both encodings
-                cfg = EncoderConfig(vocab_size=vocab, dim=32, num_heads=4, num_layers=2, positions=enc,
-                                    period=period)
-                model = Encoder(cfg).eval()
-                dist[enc], control[enc] = {}, {}
-                for stage in ("untrained", "trained"):
-                    if stage == "trained":
-                        accuracy[enc] = _train(model, steps, batch, length, vocab, seed, n_eval)
-                    dist[enc][stage] = _pair_distances(model, x, p, period).tolist()
-                    control[enc][stage] = _pair_distances(model, x_ctrl, p, period).median().item()
-                matrices[enc] = _distance_matrix(model, fig_x).tolist()
-    finally:
-        torch.set_num_threads(threads)
+    for enc in ENCODINGS:
+        torch.manual_seed(seed)  # same initial weights for both encodings
+        cfg = EncoderConfig(vocab_size=vocab, dim=32, num_heads=4, num_layers=2, positions=enc,
+                            period=period)
+        model = Encoder(cfg).eval()
+        dist[enc], control[enc] = {}, {}
+        for stage in ("untrained", "trained"):
+            if stage == "trained":
+                accuracy[enc] = _train(model, steps, batch, length, vocab, seed, n_eval)
+            dist[enc][stage] = _pair_distances(model, x, p, period).tolist()
+            control[enc][stage] = _pair_distances(model, x_ctrl, p, period).median().item()
+        matrices[enc] = _distance_matrix(model, fig_x).tolist()
 
     summary = {enc: {stage: {"max": max(d), "median": float(torch.tensor(d).median()), "min": min(d),
                              "exact_zeros": sum(v == 0.0 for v in d) / len(d)}

@@ -140,15 +140,9 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     steps, batch, n_eval = (120, 64, 500) if small else (400, 128, 2000)
     eval_every = 20
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other cores alone
-    try:
-        with torch.random.fork_rng(devices=[]):
-            sweep = norm_sweep(torch.Generator().manual_seed(seed), factors, trials)
-            learn = {score: learn_norm_task(score, seed, steps, batch, n_keys, d, n_eval, eval_every)
-                     for score in SCORES}
-    finally:
-        torch.set_num_threads(threads)
+    sweep = norm_sweep(torch.Generator().manual_seed(seed), factors, trials)
+    learn = {score: learn_norm_task(score, seed, steps, batch, n_keys, d, n_eval, eval_every)
+             for score in SCORES}
 
     i1 = min(range(len(factors)), key=lambda i: abs(factors[i] - 1.0))
     dot_w = sweep["dot"]["mean_weight_key0"]

@@ -251,8 +251,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
         for name, b in _analytic_bytes(L).items():
             analytic[name].append(b)
     ks = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]  # k = 1024 (all keys) is exact
-    with _one_thread():
-        err = _error_vs_k(gen, ks)
+    err = _error_vs_k(gen, ks)
     res = {"lengths": lengths, "d": D, "topk": TOPK, "chunk_size": CHUNK, "threads": 1,
            "time_s": times, "peak_rss_bytes": peak, "analytic_bytes": analytic, "error": err}
 

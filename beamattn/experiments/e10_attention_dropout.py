@@ -17,7 +17,6 @@ eval mode, i.e. without dropout); the loss gap is reported too.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -36,16 +35,6 @@ DROPOUTS = (0.0, 0.1, 0.3)
 MIN_REDUCTION = 0.02  # the accuracy gap must shrink by at least this much ...
 SE_FACTOR = 2.5  # ... and by this many standard errors of the paired (per-seed) reduction
 
-
-@contextmanager
-def _one_thread():
-    """Tiny model: one intra-op thread is fastest and does not spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def make_data(gen: torch.Generator, n: int, cue_agreement: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,8 +141,7 @@ def _plot(res: dict, path: Path) -> None:
             "Attention dropout, when fine-tuning on a small dataset, reduces the gap between training and "
             "validation performance.", order=10)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    with _one_thread():
-        return _run(out_dir, small, seed)
+    return _run(out_dir, small, seed)
 
 
 def _run(out_dir: Path, small: bool, seed: int) -> Outcome:

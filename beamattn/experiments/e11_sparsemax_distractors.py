@@ -18,7 +18,6 @@ the largest score (no normaliser can do much better than picking it).
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -36,16 +35,6 @@ MIN_GAIN = 0.01  # sparsemax must beat softmax by this much (absolute accuracy) 
 SE_FACTOR = 3.0  # ... and by this many paired standard errors, at the largest n
 MIN_ZEROS = 0.9  # fraction of distractors with exactly zero weight under sparsemax at the largest n
 
-
-@contextmanager
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest and does not spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _trials(gen: torch.Generator, trials: int, n: int):
@@ -127,8 +116,7 @@ def _plot(res: dict, path: Path) -> None:
             "Sparsemax assigns exact zeros to irrelevant tokens and becomes more accurate than softmax as the "
             "number of distractors grows.", order=11)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    with _one_thread():
-        return _run(out_dir, small, seed)
+    return _run(out_dir, small, seed)
 
 
 def _run(out_dir: Path, small: bool, seed: int) -> Outcome:

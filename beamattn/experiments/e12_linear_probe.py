@@ -23,7 +23,6 @@ bilinear.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,16 +37,6 @@ SATURATION_SCALE = 10.0
 R2_ADDITIVE_MIN = 0.8  # "predicts well"
 R2_DOT_MAX = 0.1  # "does not predict"
 
-
-@contextmanager
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest and does not spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _energy(score: AdditiveScore, q, k) -> torch.Tensor:
@@ -120,8 +109,7 @@ def _plot(res: dict, scatter: dict, path: Path) -> None:
             "A linear probe predicts additive (Bahdanau) attention energies well from the pair's features "
             "(the energy is nearly linear), but not dot-product energies.", order=12)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    with _one_thread():
-        return _run(out_dir, small, seed)
+    return _run(out_dir, small, seed)
 
 
 def _run(out_dir: Path, small: bool, seed: int) -> Outcome:

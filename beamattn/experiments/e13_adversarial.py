@@ -170,22 +170,17 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     g = torch.Generator().manual_seed(seed)
     train_data, test = make_data(n_train, g), make_data(n_test, g)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster than several on a shared machine
-    try:
-        # (B) one model trained per temperature (and per training seed), averaged over the seeds.
-        per_t = []
-        for t in temps:
-            rows = [evaluate(train(t, steps, s, train_data), test, eps_list) for s in seeds]
-            per_t.append({k: _mean(rows, k) for k in rows[0]})
-        # (A) one model (trained at SHARED_T) evaluated at every temperature.
-        shared = train(SHARED_T, steps, seed, train_data)
-        one_model = []
-        for t in temps:
-            shared.temperature = t
-            one_model.append(evaluate(shared, test, eps_list, attention_attacks=False))
-    finally:
-        torch.set_num_threads(threads)
+    # (B) one model trained per temperature (and per training seed), averaged over the seeds.
+    per_t = []
+    for t in temps:
+        rows = [evaluate(train(t, steps, s, train_data), test, eps_list) for s in seeds]
+        per_t.append({k: _mean(rows, k) for k in rows[0]})
+    # (A) one model (trained at SHARED_T) evaluated at every temperature.
+    shared = train(SHARED_T, steps, seed, train_data)
+    one_model = []
+    for t in temps:
+        shared.temperature = t
+        one_model.append(evaluate(shared, test, eps_list, attention_attacks=False))
 
     def mean_success(rows, key):
         return [sum(r[key]) / len(r[key]) for r in rows]

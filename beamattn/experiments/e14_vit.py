@@ -197,14 +197,8 @@ def _scans(small: bool, seed: int) -> dict:
             "ViT classifies images of varying size and aspect ratio without resizing.",
             order=14)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other cores alone
-    try:
-        with torch.random.fork_rng(devices=[]):
-            lm = _landmarks(small, seed)
-            sc = _scans(small, seed)
-    finally:
-        torch.set_num_threads(threads)
+    lm = _landmarks(small, seed)
+    sc = _scans(small, seed)
 
     tr, un = lm["trained"], lm["untrained"]
     precision_ok = tr["precision_at_k"] > PRECISION_FACTOR * tr["chance"] and tr["precision_at_k"] > \

@@ -101,13 +101,8 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     length, vocab, window, layers, dim = (20, 16, 2, 2, 32) if small else (48, 16, 2, 2, 32)
     steps, batch, n_test = (50, 16, 256) if small else (300, 24, 1024)
     reach = layers * window  # receptive field on each side
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster than several on a shared machine
-    try:
-        per_pos = {s: train_and_eval(s, length, vocab, window, layers, dim, steps, batch, n_test, seed)
-                   for s in SETTINGS}
-    finally:
-        torch.set_num_threads(threads)
+    per_pos = {s: train_and_eval(s, length, vocab, window, layers, dim, steps, batch, n_test, seed)
+               for s in SETTINGS}
 
     dist = [min(i, length - 1 - i) for i in range(length)]  # distance to the nearest end
     edge = [i for i in range(length) if dist[i] < reach]

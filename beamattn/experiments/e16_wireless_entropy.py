@@ -21,7 +21,6 @@ import dataclasses
 import math
 from pathlib import Path
 
-import torch
 
 from ..core.diagnostics import attention_entropy
 from ..io import save_figure_atomic
@@ -77,28 +76,23 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     k_snrs = [0.0, 20.0]  # measurement SNRs of the K-factor sweep
     drops = 40 if small else 300
     codebook = dft_codebook(ULA(NUM_ANT))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread is faster than several on a shared machine
-    try:
-        vs_snr = {}
-        for name, cfg in _channels().items():
-            sample = GeometricChannel(cfg).generate(drops, seed=seed)
-            rows = [_measure(sample, codebook, snr, seed) for snr in snrs]
-            decisions = rows[0]["decisions"]
-            vs_snr[name] = {norm: {key: [r[norm][key] for r in rows] for key in rows[0][norm]}
-                            for norm in NORMALIZERS}
-        vs_k = {f"{s:g} dB": {norm: {"entropy": [], "active": [], "max_weight": []} for norm in NORMALIZERS}
-                for s in k_snrs}
-        base = _channels()["strong LoS (K = 20 dB)"]
-        for k in k_factors:
-            sample = GeometricChannel(dataclasses.replace(base, k_factor_db=k)).generate(drops, seed=seed)
-            for s in k_snrs:
-                r = _measure(sample, codebook, s, seed)
-                for norm in NORMALIZERS:
-                    for key, val in r[norm].items():
-                        vs_k[f"{s:g} dB"][norm][key].append(val)
-    finally:
-        torch.set_num_threads(threads)
+    vs_snr = {}
+    for name, cfg in _channels().items():
+        sample = GeometricChannel(cfg).generate(drops, seed=seed)
+        rows = [_measure(sample, codebook, snr, seed) for snr in snrs]
+        decisions = rows[0]["decisions"]
+        vs_snr[name] = {norm: {key: [r[norm][key] for r in rows] for key in rows[0][norm]}
+                        for norm in NORMALIZERS}
+    vs_k = {f"{s:g} dB": {norm: {"entropy": [], "active": [], "max_weight": []} for norm in NORMALIZERS}
+            for s in k_snrs}
+    base = _channels()["strong LoS (K = 20 dB)"]
+    for k in k_factors:
+        sample = GeometricChannel(dataclasses.replace(base, k_factor_db=k)).generate(drops, seed=seed)
+        for s in k_snrs:
+            r = _measure(sample, codebook, s, seed)
+            for norm in NORMALIZERS:
+                for key, val in r[norm].items():
+                    vs_k[f"{s:g} dB"][norm][key].append(val)
 
     los, rich = "strong LoS (K = 20 dB)", "rich scattering (no LoS)"
     # (1) noisier measurements spread the attention: entropy at the lowest SNR minus at the highest.

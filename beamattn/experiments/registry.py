@@ -4,6 +4,7 @@ An experiment is a function ``fn(out_dir: Path, small: bool, seed: int) -> Outco
 :func:`experiment`. It writes its figure(s) into ``out_dir`` and returns its numbers and a verdict;
 :func:`run_experiment` adds the claim and writes ``result.json`` atomically. ``small=True`` is the
 small-scale version used by the tests (seconds); the full scale takes at most a couple of minutes.
+Experiments run on one torch thread with the global random state restored afterwards.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from ..io import write_json_atomic
 
@@ -73,7 +76,14 @@ def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: in
     out = Path(out_dir) / name
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    res = entry.fn(out, small, seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # experiments run tiny models: one thread is fastest and leaves other cores alone
+    try:
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global random state as it was
+            torch.manual_seed(seed)  # whatever draws from the global generator is fixed by the seed too
+            res = entry.fn(out, small, seed)
+    finally:
+        torch.set_num_threads(threads)
     result = ExperimentResult(numbers=res.numbers, verdict=res.verdict, supported=bool(res.supported),
                               figures=list(res.figures), name=name, title=entry.title, claim=entry.claim,
                               seed=seed, small=small, elapsed_s=time.time() - t0)

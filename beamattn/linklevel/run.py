@@ -1,0 +1,203 @@
+"""``beamattn linklevel``: BLER and throughput of beam-selection policies through a Sionna PHY link.
+
+What is simulated (see :mod:`beamattn.linklevel.chain` for the chain):
+
+- Channels, measurements and decisions come from :func:`beamattn.wireless.runner.episodes`, as in
+  ``beamattn run`` (same seed streams): every policy sees the same channels and the same measurement
+  noise, and decides from measurements taken before its use interval.
+- Slots: decision ``d``'s beam ``w`` is used over channel samples ``[use_start[d], use_start[d] + P)``.
+  Each of those ``P`` samples starts one slot (14 OFDM symbols, ``slot_duration`` seconds); OFDM
+  symbol ``s`` sees the channel linearly interpolated in time at ``t + (s + 1/2) slot_duration / 14``
+  between the samples ``t`` and ``t + 1`` (the last sample of a drop is held). Narrowband channels use
+  the same ``h`` on all subcarriers; wideband back-ends' subcarriers are linearly interpolated (by
+  index, over the back-end's band) onto the slot's subcarriers. ``h_eff = Σ_n h_n w_n`` (no conjugate).
+- x axis: transmit SNR ρ (dB) of the data link, ``no = 1/ρ``; the SNR per resource element is
+  ``ρ |h_eff|²`` (so ``ρ`` = the scenario's ``snr_db`` is the operating point of ``beamattn run``).
+- Per SNR point the slots are visited in one seeded random order, the same for all policies, in batches
+  whose bits and noise are seeded by (seed, point, batch): common random numbers. A point stops when
+  ``target_block_errors`` block errors are counted or ``max_blocks`` slots were sent (or all slots).
+- Throughput = (1 - BLER) k information bits per slot (also in Mbit/s).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import save_figure_atomic, write_json_atomic
+from .chain import LinkChain, LinkConfig
+
+__all__ = ["run_linklevel", "slot_channels", "default_snr_list"]
+
+
+def default_snr_list(scn) -> list[float]:
+    return [scn.snr_db + d for d in (-10.0, -5.0, 0.0, 5.0)]
+
+
+def _interp_freq(h: torch.Tensor, f: int) -> torch.Tensor:
+    """``[..., Fc]`` -> ``[..., f]`` by linear interpolation over the subcarrier index."""
+    fc = h.shape[-1]
+    if fc == f:
+        return h
+    if fc == 1:
+        return h.expand(*h.shape[:-1], f)
+    pos = torch.linspace(0, fc - 1, f, dtype=torch.float64)
+    lo = pos.floor().long().clamp(max=fc - 2)
+    a = (pos - lo).to(h.real.dtype)
+    return h[..., lo] * (1 - a) + h[..., lo + 1] * a
+
+
+def slot_channels(g: torch.Tensor, slots: torch.Tensor, dt: float, cfg: LinkConfig) -> torch.Tensor:
+    """Per-slot effective channels ``[S, 14, F]``.
+
+    Args:
+        g: effective channel per channel sample ``[B, D, P + 1, Fc]`` (sample ``P`` = the one after the use interval).
+        slots: ``[S, 3]`` long (drop, decision, sample offset ``j < P``).
+    """
+    b, d, j = slots.unbind(-1)
+    g0, g1 = g[b, d, j], g[b, d, j + 1]  # [S, Fc]
+    sym_t = (torch.arange(cfg.num_ofdm_symbols, dtype=torch.float64) + 0.5) * cfg.slot_duration / cfg.num_ofdm_symbols
+    a = (sym_t / dt).clamp(max=1.0).to(g.real.dtype)[None, :, None]  # [1, 14, 1]
+    h = g0[:, None] * (1 - a) + g1[:, None] * a  # [S, 14, Fc]
+    return _interp_freq(h, cfg.num_subcarriers)
+
+
+def _effective(sample, ep, beams: torch.Tensor) -> torch.Tensor:
+    """``g [B, D, P + 1, Fc]``: ``hᵀ w`` over each decision's use interval and the next sample."""
+    h = sample.h if sample.wideband else sample.h[:, :, None, :]  # [B, T, Fc, N]
+    t_max = h.shape[1] - 1
+    tl = ep.timeline
+    idx = (tl.use_start[:, None] + torch.arange(tl.use_len + 1)[None]).clamp(max=t_max)  # [D, P+1]
+    hu = h[:, idx]  # [B, D, P+1, Fc, N]
+    return torch.einsum("bdpfn,bdn->bdpf", hu, beams.to(hu.dtype)).to(torch.complex64)
+
+
+def _mix(*xs: int) -> int:
+    s = 0x9E3779B1
+    for x in xs:
+        s = (s * 1_000_003 + int(x) + 0x7F4A7C15) % (2**61 - 1)
+    return s % (2**31 - 1)
+
+
+def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = None,
+                  snr_db_list: list[float] | None = None, checkpoint: str | None = None, max_blocks: int = 2000,
+                  target_block_errors: int = 100, seed: int | None = None, config: LinkConfig | None = None,
+                  batch: int = 100, progress: bool = True, figures: bool = True) -> dict:
+    """Simulate every policy at every transmit SNR; write ``bler.json`` and ``bler.png``; return the result."""
+    from ..wireless.runner import episodes, make_policies
+
+    seed = scn.seed if seed is None else seed
+    names = list(policies or scn.policies)
+    snrs = [float(s) for s in (snr_db_list if snr_db_list is not None else default_snr_list(scn))]
+    if not snrs or not all(math.isfinite(s) for s in snrs):
+        raise ValueError(f"linklevel: '--snr-db' = {snr_db_list!r}; expected a list of finite SNRs in dB")
+    if max_blocks < 1 or target_block_errors < 1 or batch < 1:
+        raise ValueError("linklevel: max_blocks, target_block_errors and batch must be >= 1")
+    pols = make_policies(scn, names, checkpoint)
+    if checkpoint is not None and "attention" not in pols:
+        raise ValueError("linklevel: '--checkpoint' was given but policy 'attention' is not evaluated")
+    cfg = config or LinkConfig()
+    t_start = time.time()
+
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    # 1. Decisions and effective channels per channel sample (common random numbers across policies).
+    g = {n: [] for n in names}
+    dt = None
+    for start, ep, sample in episodes(scn, seed, scn.drops):
+        dt = float(sample.times[1] - sample.times[0]) if sample.times.numel() > 1 else ep.dt
+        for name, pol in pols.items():
+            g[name].append(_effective(sample, ep, pol.decide(ep).beams))
+        say(f"linklevel {scn.name}: decisions for drops {start}..{start + ep.gain_use.shape[0] - 1}")
+    g = {n: torch.cat(v) for n, v in g.items()}
+    nb, nd, p1, _ = next(iter(g.values())).shape
+    slots = torch.stack(torch.meshgrid(torch.arange(nb), torch.arange(nd), torch.arange(p1 - 1), indexing="ij"),
+                        -1).reshape(-1, 3)
+    order = torch.randperm(slots.shape[0], generator=torch.Generator().manual_seed(_mix(seed, 7)))
+    slots = slots[order]
+    n_slots = slots.shape[0]
+
+    # 2. The link.
+    chain = LinkChain(cfg)
+    result = {n: {"snr_db": [], "bler": [], "blocks": [], "errors": [], "throughput_bits": [],
+                  "throughput_mbps": []} for n in names}
+    for name in names:
+        for i, snr in enumerate(snrs):
+            no = 10 ** (-snr / 10)
+            blocks = errors = 0
+            bi = 0
+            t0 = time.time()
+            while errors < target_block_errors and blocks < min(max_blocks, n_slots):
+                m = min(batch, max_blocks - blocks, n_slots - blocks)
+                h = slot_channels(g[name], slots[blocks:blocks + m], dt, cfg)
+                e = chain.errors(h, no, seed=_mix(seed, i, bi))
+                errors += int(e.sum())
+                blocks += m
+                bi += 1
+            bler = errors / blocks
+            r = result[name]
+            r["snr_db"].append(snr)
+            r["bler"].append(bler)
+            r["blocks"].append(blocks)
+            r["errors"].append(errors)
+            r["throughput_bits"].append((1 - bler) * chain.k)
+            r["throughput_mbps"].append((1 - bler) * chain.k / cfg.slot_duration / 1e6)
+            say(f"linklevel {name} @ {snr:g} dB: BLER {bler:.4f} ({errors}/{blocks}) [{time.time() - t0:.1f} s]")
+
+    elapsed = time.time() - t_start
+    out = {"scenario": scn.name, "seed": seed, "policies": names, "checkpoint": checkpoint,
+           "x_axis": "transmit SNR rho (dB): noise variance 1/rho, SNR per RE rho |h_eff|^2",
+           "link": {**cfg.to_dict(), "k": chain.k, "n": chain.n, "data_res": chain.num_data_symbols,
+                    "slot_duration_s": cfg.slot_duration},
+           "slot_mapping": "each channel sample of a decision's use interval starts one slot; OFDM symbols "
+                           "interpolate linearly in time to the next sample",
+           "slots_available": n_slots, "max_blocks": max_blocks, "target_block_errors": target_block_errors,
+           "elapsed_s": elapsed, "results": result}
+    print(_table(out, chain.k))
+    if out_dir is not None:
+        od = Path(out_dir)
+        od.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(od / "bler.json", out)
+        if figures:
+            _plot(out, od / "bler.png")
+    return out
+
+
+def _table(out: dict, k: int) -> str:
+    res = out["results"]
+    snrs = next(iter(res.values()))["snr_db"]
+    lines = [f"\nthroughput (information bits per slot, k = {k}; (1 - BLER) k) vs transmit SNR",
+             "| policy | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
+             "|---|" + "---:|" * len(snrs)]
+    for name, r in res.items():
+        lines.append(f"| {name} | " + " | ".join(f"{t:.0f}" for t in r["throughput_bits"]) + " |")
+    return "\n".join(lines)
+
+
+def _plot(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    floor = 1.0
+    for name, r in out["results"].items():
+        b = np.array(r["bler"], dtype=float)
+        floor = min(floor, 0.5 / max(r["blocks"]))
+        ax.semilogy(r["snr_db"], np.maximum(b, 0.5 / np.array(r["blocks"])), "o-", label=name)
+    ax.set_ylim(floor / 2, 1.5)
+    ax.set_xlabel("transmit SNR ρ (dB)")
+    ax.set_ylabel("BLER (zero errors drawn at 0.5/blocks)")
+    ax.set_title(f"{out['scenario']}: {out['link']['bits_per_symbol']} bit/sym, rate {out['link']['code_rate']:g}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save_figure_atomic(fig, path)
+    plt.close(fig)
