@@ -39,6 +39,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_core.py --out results/bench_core.json
 	$(PY) scripts/bench_wireless.py --out results/bench_wireless.json
+	$(PY) scripts/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) results build *.egg-info
