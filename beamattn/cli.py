@@ -93,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="keep valid finished tasks, run the rest")
     sweep.add_argument("--no-figures", action="store_true", help="skip the figures")
 
+    link = sub.add_parser("linklevel", help="BLER and throughput of policies through a Sionna 5G LDPC/QAM/OFDM link",
+                          description="Per policy and transmit SNR ρ (dB): BLER, blocks, errors and throughput in "
+                                      "DIR/bler.json, a BLER-vs-SNR plot DIR/bler.png and a throughput table. "
+                                      "Channels and measurements are those of `beamattn run` (same seed).")
+    link.add_argument("scenario", help="scenario TOML file")
+    link.add_argument("--out", required=True, help="output folder")
+    link.add_argument("--policies", type=_name_list, default=None, help="comma-separated policy names")
+    link.add_argument("--snr-db", default=None,
+                      help="comma-separated transmit SNRs ρ in dB, e.g. --snr-db=-5,0,5 "
+                           "(default: the scenario's snr_db -10, -5, 0, +5)")
+    link.add_argument("--checkpoint", default=None, help="trained selector (.safetensors) for policy 'attention'")
+    link.add_argument("--seed", type=_nonneg_int, default=None, help="seed (default: the scenario's)")
+    link.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
+    link.add_argument("--bits-per-symbol", type=int, choices=(2, 4, 6), default=2, help="QAM order (default 2)")
+    link.add_argument("--code-rate", type=float, default=0.5, help="LDPC code rate (default 0.5)")
+    link.add_argument("--subcarriers", type=_pos_int, default=72, help="subcarriers per slot (default 72)")
+    link.add_argument("--estimator", choices=("ls", "perfect"), default="ls", help="channel estimation (default ls)")
+    link.add_argument("--max-blocks", type=_pos_int, default=2000, help="codewords per point at most (default 2000)")
+    link.add_argument("--target-errors", type=_pos_int, default=100,
+                      help="stop a point after this many block errors (default 100)")
+
     demo = sub.add_parser("demo", help="run the attention-core demo: softmax vs sparsemax vs top-k, with plots",
                           description="Retrieval among distractors and score scaling, on beamattn.core. "
                                       "Writes demo.json and figures/ under --out.")
@@ -157,6 +178,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         run_sweep(load_sweep(args.sweep), args.out, workers=args.workers, scheduler=args.scheduler,
                   resume=args.resume, figures=not args.no_figures)
+    elif args.command == "linklevel":
+        from .linklevel.chain import LinkConfig
+        from .linklevel.run import parse_snr_list, run_linklevel
+
+        cfg = LinkConfig(num_subcarriers=args.subcarriers, bits_per_symbol=args.bits_per_symbol,
+                         code_rate=args.code_rate, estimator=args.estimator)
+        run_linklevel(_load(args.scenario, args.drops), args.out, policies=args.policies,
+                      snr_db_list=parse_snr_list(args.snr_db), checkpoint=args.checkpoint, max_blocks=args.max_blocks,
+                      target_block_errors=args.target_errors, seed=args.seed, config=cfg)
     elif args.command == "channels":
         from .wireless.export import export_channels
 

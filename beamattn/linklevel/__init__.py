@@ -5,7 +5,7 @@ Sionna is imported lazily: ``import beamattn.linklevel`` does not import it.
 
 from .chain import LinkChain, LinkConfig, ebno_to_no, reference_awgn_errors
 
-__all__ = ["LinkChain", "LinkConfig", "ebno_to_no", "reference_awgn_errors", "SelectorBlock", "run_linklevel"]
+__all__ = ["LinkChain", "LinkConfig", "SelectorBlock", "ebno_to_no", "reference_awgn_errors", "run_linklevel"]
 
 
 def __getattr__(name: str):

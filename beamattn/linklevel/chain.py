@@ -21,14 +21,13 @@ so that ``import beamattn`` stays fast.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LinkConfig", "LinkChain", "reference_awgn_errors", "ebno_to_no", "SelectorBlock"]
+__all__ = ["LinkChain", "LinkConfig", "SelectorBlock", "ebno_to_no", "reference_awgn_errors"]
 
 
 @dataclass(frozen=True)
@@ -92,11 +91,11 @@ class LinkChain:
     """The link: :meth:`errors` sends one codeword per slot through given effective channels."""
 
     def __init__(self, config: LinkConfig | None = None, precision: str = "single", device: str = "cpu") -> None:
+        from sionna.phy.channel import ApplyOFDMChannel
         from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
         from sionna.phy.mapping import BinarySource, Demapper, Mapper
         from sionna.phy.mimo import StreamManagement
         from sionna.phy.ofdm import LMMSEEqualizer, LSChannelEstimator, ResourceGrid, ResourceGridMapper
-        from sionna.phy.channel import ApplyOFDMChannel
 
         self.config = cfg = config or LinkConfig()
         kw = dict(precision=precision, device=device)
@@ -229,8 +228,3 @@ def __getattr__(name: str):
     if name == "SelectorBlock":
         return _selector_block_class()
     raise AttributeError(name)
-
-
-def binomial_halfwidth(p: float, n: int) -> float:
-    """Standard error of a binomial proportion (for reporting)."""
-    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))

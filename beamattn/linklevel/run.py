@@ -14,8 +14,9 @@ What is simulated (see :mod:`beamattn.linklevel.chain` for the chain):
 - x axis: transmit SNR ρ (dB) of the data link, ``no = 1/ρ``; the SNR per resource element is
   ``ρ |h_eff|²`` (so ``ρ`` = the scenario's ``snr_db`` is the operating point of ``beamattn run``).
 - Per SNR point the slots are visited in one seeded random order, the same for all policies, in batches
-  whose bits and noise are seeded by (seed, point, batch): common random numbers. A point stops when
-  ``target_block_errors`` block errors are counted or ``max_blocks`` slots were sent (or all slots).
+  of ``batch`` slots whose bits and noise are seeded by (seed, point, batch): common random numbers.
+  After each batch, a point stops once ``target_block_errors`` block errors are counted or ``max_blocks``
+  slots were sent (or all slots were used): counts may overshoot the target by up to one batch.
 - Throughput = (1 - BLER) k information bits per slot (also in Mbit/s).
 """
 
@@ -32,7 +33,20 @@ import torch
 from ..io import save_figure_atomic, write_json_atomic
 from .chain import LinkChain, LinkConfig
 
-__all__ = ["run_linklevel", "slot_channels", "default_snr_list"]
+__all__ = ["default_snr_list", "parse_snr_list", "run_linklevel", "slot_channels"]
+
+
+def parse_snr_list(text: str | None) -> list[float] | None:
+    """``"-5,0,5"`` -> ``[-5.0, 0.0, 5.0]`` (None stays None); a ValueError names the bad value."""
+    if text is None:
+        return None
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"'--snr-db' = {text!r}; expected a comma-separated list of transmit SNRs in dB")
+    return values
 
 
 def default_snr_list(scn) -> list[float]:

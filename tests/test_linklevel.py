@@ -1,0 +1,135 @@
+"""Link level (Sionna 2.x PHY): the chain against Sionna's own AWGN simulation, policy ranking,
+the selector as a Sionna Block, and the ``beamattn linklevel`` command."""
+
+import json
+import math
+
+import pytest
+import torch
+from wireless_fixtures import tiny_scenario
+
+from beamattn.cli import main
+from beamattn.linklevel.chain import LinkChain, LinkConfig, ebno_to_no, reference_awgn_errors
+from beamattn.linklevel.run import run_linklevel
+
+
+def _agree(e1: torch.Tensor, e2: torch.Tensor) -> tuple[float, float, float]:
+    n1, n2 = e1.numel(), e2.numel()
+    p1, p2 = e1.float().mean().item(), e2.float().mean().item()
+    p = (e1.sum() + e2.sum()).item() / (n1 + n2)
+    bound = 3 * math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2)) + 0.02
+    return p1, p2, bound
+
+
+def test_awgn_extremes_with_ls_estimation():
+    # Fast check of the OFDM chain with LS estimation on a unit-gain channel: error free well above the
+    # waterfall, all blocks lost well below it.
+    chain = LinkChain(LinkConfig(num_subcarriers=48))
+    assert (chain.k, chain.n) == (576, 1152)
+    assert not chain.errors(1.0, ebno_to_no(6.0, 2, 0.5), batch=40, seed=1).any()
+    assert chain.errors(1.0, ebno_to_no(-2.0, 2, 0.5), batch=40, seed=2).all()
+
+
+def test_awgn_bler_matches_sionna_reference():
+    # Unit-gain SISO AWGN channel, known CSI: the OFDM chain's BLER equals Sionna's own
+    # encoder -> mapper -> AWGN -> demapper -> decoder simulation of the same (k, n) code and QPSK.
+    chain = LinkChain(LinkConfig(bits_per_symbol=2, code_rate=0.5, estimator="perfect"))
+    n = 300
+    for i, ebno in enumerate((0.75, 1.0, 1.25)):
+        no = ebno_to_no(ebno, 2, 0.5)
+        e1 = chain.errors(1.0, no, batch=n, seed=10 + i)
+        e2 = reference_awgn_errors(chain.k, chain.n, 2, no, n, seed=20 + i)
+        p1, p2, bound = _agree(e1, e2)
+        print(f"Eb/N0 {ebno} dB: chain BLER {p1:.3f}, Sionna reference {p2:.3f}, bound {bound:.3f}")
+        assert abs(p1 - p2) <= bound
+
+
+def test_policies_rank_as_by_mean_snr():
+    from beamattn.wireless.runner import run_scenario
+
+    scn = tiny_scenario()
+    snr = run_scenario(scn, None, policies=["genie", "random"], progress=False, figures=False).summary
+    assert snr["genie"]["snr_db"]["mean"] > snr["random"]["snr_db"]["mean"] + 6
+    out = run_linklevel(scn, None, policies=["genie", "random"], snr_db_list=[0.0], max_blocks=100,
+                        target_block_errors=100, progress=False, config=LinkConfig(num_subcarriers=48))
+    r = out["results"]
+    print({n: r[n]["bler"] for n in r})
+    assert r["genie"]["bler"][0] + 0.3 < r["random"]["bler"][0]
+    assert r["genie"]["throughput_bits"][0] > r["random"]["throughput_bits"][0]
+    assert r["genie"]["blocks"][0] == 100
+
+
+@pytest.mark.parametrize("precision", ["single", "double"])
+def test_selector_block_equals_selector_and_composes(precision):
+    from sionna.phy.channel import ApplyOFDMChannel
+
+    from beamattn.linklevel import SelectorBlock
+    from beamattn.wireless.arrays import AntennaArray
+    from beamattn.wireless.codebooks import dft_codebook
+    from beamattn.wireless.selector import AttentionSelector, SelectorConfig
+
+    torch.manual_seed(0)
+    cb = dft_codebook(AntennaArray(num_rows=1, num_cols=8), 2).beams.to(torch.complex64)
+    measured = torch.zeros(cb.shape[0], dtype=torch.bool)
+    measured[::2] = True
+    sel = AttentionSelector(SelectorConfig(learned=True, history=2, d_model=8, neighbours=2), cb, measured)
+    block = SelectorBlock(selector=AttentionSelector(sel.config, cb, measured), precision=precision)
+    block.selector.load_state_dict(sel.state_dict())
+    rsrp = 10 * torch.randn(5, 3, 2, cb.shape[0])  # [B, D, L, M], float32 in; cast by the block
+    phase = torch.rand(5, 3, cb.shape[0]) * 6.28
+    beams = block(rsrp, phase)
+    ref = sel(rsrp, phase).beams
+    assert beams.dtype == block.cdtype and beams.shape == (5, 3, 8)
+    torch.testing.assert_close(beams.to(torch.complex128), ref.to(torch.complex128), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(beams.abs().pow(2).sum(-1), torch.ones(5, 3, dtype=block.dtype))
+    # Compose with the channel: h_eff = hᵀ w per OFDM symbol and subcarrier, then ApplyOFDMChannel.
+    h = torch.randn(5, 3, 14, 12, 8, dtype=block.cdtype)  # [B, D, S, F, N]
+    h_eff = torch.einsum("bdsfn,bdn->bdsf", h, beams).reshape(15, 1, 1, 1, 1, 14, 12)
+    x = torch.ones(15, 1, 1, 14, 12, dtype=block.cdtype)
+    y = ApplyOFDMChannel(precision=precision)(x, h_eff)
+    torch.testing.assert_close(y.reshape(5, 3, 14, 12), torch.einsum("bdsfn,bdn->bdsf", h, beams))
+
+
+def test_linklevel_cli_writes_outputs(tmp_path, capsys):
+    p = tmp_path / "tiny.toml"
+    p.write_text("""
+[scenario]
+name = "tiny"
+drops = 2
+chunk_drops = 2
+snr_db = 0.0
+[channel]
+speed_kmh = 30
+duration = 0.2
+sample_interval = 0.002
+[array]
+num_cols = 8
+""")
+    out = tmp_path / "ll"
+    assert main(["linklevel", str(p), "--out", str(out), "--policies", "genie,random", "--snr-db=-3,3",
+                 "--max-blocks", "40", "--target-errors", "20", "--subcarriers", "48"]) == 0
+    res = json.loads((out / "bler.json").read_text())
+    assert (out / "bler.png").stat().st_size > 0
+    for name in ("genie", "random"):
+        r = res["results"][name]
+        assert r["snr_db"] == [-3.0, 3.0] and len(r["bler"]) == 2
+        assert all(0 < b <= 40 for b in r["blocks"]) and all(0 <= e <= b for e, b in zip(r["errors"], r["blocks"]))
+        assert r["throughput_bits"] == pytest.approx([(1 - b) * res["link"]["k"] for b in r["bler"]])
+    cap = capsys.readouterr()
+    assert "| genie |" in cap.out and "linklevel genie @" in cap.err
+    assert main(["linklevel", str(p), "--out", str(out), "--snr-db", "x"]) == 2
+
+
+def test_slot_channels_time_and_frequency_mapping():
+    from beamattn.linklevel.run import slot_channels
+
+    cfg = LinkConfig(num_subcarriers=48)  # 0.5 ms slot
+    g = torch.zeros(1, 1, 3, 4, dtype=torch.complex64)  # [B, D, P + 1, Fc = 4 subcarriers of the back-end]
+    g[0, 0, 0] = torch.tensor([1, 2, 3, 4])
+    g[0, 0, 1] = torch.tensor([1, 2, 3, 4]) * 3  # the next sample, dt = 1 ms later
+    h = slot_channels(g, torch.tensor([[0, 0, 0]]), dt=1e-3, cfg=cfg)
+    assert h.shape == (1, 14, 48)
+    # Subcarriers: band edges are the back-end's edge subcarriers; symbols: linear in time.
+    a = (torch.arange(14) + 0.5) * 0.5e-3 / 14 / 1e-3
+    torch.testing.assert_close(h[0, :, 0].real, 1 + 2 * a)
+    torch.testing.assert_close(h[0, :, -1].real, 4 * (1 + 2 * a))
