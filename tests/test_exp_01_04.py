@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from beamattn.experiments import EXPERIMENTS, run_experiment
+from beamattn.experiments import EXPERIMENTS
+from experiment_checks import run_small
 
-
-def _run(name, tmp_path):
-    r = run_experiment(name, tmp_path, small=True, seed=0)
-    out = tmp_path / name
-    assert (out / "result.json").is_file()
-    assert r.figures and all((out / f).is_file() and (out / f).stat().st_size > 10_000 for f in r.figures)
-    saved = json.loads((out / "result.json").read_text())
-    assert saved["name"] == name and saved["small"] is True and saved["supported"] == r.supported
-    assert saved["claim"] == EXPERIMENTS[name].claim and r.verdict
-    return r
 
 
 @pytest.mark.parametrize("name, order", [("unscaled-dot-products", 1), ("shared-scale-heads", 2),
@@ -27,7 +17,7 @@ def test_registered(name, order):
 
 
 def test_unscaled_dot_products(tmp_path):
-    r = _run("unscaled-dot-products", tmp_path)
+    r = run_small("unscaled-dot-products", tmp_path)
     n = r.numbers
     sweep = n["sweep"]
     # Variance: unscaled ~ d_k, scaled ~ 1.
@@ -46,7 +36,7 @@ def test_unscaled_dot_products(tmp_path):
 
 
 def test_shared_scale_heads(tmp_path):
-    r = _run("shared-scale-heads", tmp_path)
+    r = run_small("shared-scale-heads", tmp_path)
     init = r.numbers["at_init"]
     shared, per_head = init["shared"], init["per_head"]
     # Shared scale: the largest head (d=128) takes > 2x the smallest head's (d=8) gradient share.
@@ -62,7 +52,7 @@ def test_shared_scale_heads(tmp_path):
 
 
 def test_post_ln_shouting_head(tmp_path):
-    r = _run("post-ln-shouting-head", tmp_path)
+    r = run_small("post-ln-shouting-head", tmp_path)
     c = r.numbers["checks"]
     rel = c["relative_at_check_factor"]
     # The shouting head dominates the attention output and the variance entering LayerNorm.
@@ -81,7 +71,7 @@ def test_post_ln_shouting_head(tmp_path):
 
 
 def test_multihead_gradient_variance(tmp_path):
-    r = _run("multihead-gradient-variance", tmp_path)
+    r = run_small("multihead-gradient-variance", tmp_path)
     n = r.numbers
     c = n["checks"]
     # Same parameter count for every number of heads.

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from beamattn.experiments import EXPERIMENTS, run_experiment
+from beamattn.experiments import EXPERIMENTS
+from experiment_checks import run_small
 
-
-def _run(name, tmp_path):
-    res = run_experiment(name, tmp_path, small=True, seed=0)
-    out = tmp_path / name
-    assert (out / "result.json").is_file()
-    stored = json.loads((out / "result.json").read_text())
-    assert stored["name"] == name and stored["small"] is True
-    assert stored["supported"] == res.supported
-    assert res.figures, "an experiment must produce a figure"
-    for f in res.figures:
-        assert (out / f).is_file() and (out / f).stat().st_size > 10_000
-    assert res.verdict
-    return res
 
 
 @pytest.mark.parametrize("name, order", [("permutation-equivariance", 5), ("periodic-positions", 6),
@@ -30,7 +17,7 @@ def test_registered(name, order):
 
 
 def test_permutation_equivariance(tmp_path):
-    res = _run("permutation-equivariance", tmp_path)
+    res = run_small("permutation-equivariance", tmp_path)
     n = res.numbers
     # Without positions: rounding only (float64 within 1000 eps, float32 within 1e-4).
     assert n["none_float64_max_error"] < 1000 * n["float64_eps"]
@@ -43,7 +30,7 @@ def test_permutation_equivariance(tmp_path):
 
 
 def test_periodic_positions(tmp_path):
-    res = _run("periodic-positions", tmp_path)
+    res = run_small("periodic-positions", tmp_path)
     n = res.numbers
     for stage in ("untrained", "trained"):
         assert n["pair_distance"]["periodic"][stage]["max"] <= 1e-6
@@ -54,7 +41,7 @@ def test_periodic_positions(tmp_path):
 
 
 def test_entropy_and_coverage(tmp_path):
-    res = _run("entropy-and-coverage", tmp_path)
+    res = run_small("entropy-and-coverage", tmp_path)
     ent, cov = res.numbers["entropy"], res.numbers["coverage"]
     grid = ent["mean_entropy_nats"]  # [strength][noise count]
     for row in grid:  # rises with the number of noise keys
@@ -72,7 +59,7 @@ def test_entropy_and_coverage(tmp_path):
 
 
 def test_cosine_vs_dot_norms(tmp_path):
-    res = _run("cosine-vs-dot-norms", tmp_path)
+    res = run_small("cosine-vs-dot-norms", tmp_path)
     sw, le = res.numbers["sweep"], res.numbers["learning"]
     assert sw["cosine"]["max_change_key_scaling"] < 1e-5
     assert sw["cosine"]["max_change_query_scaling"] < 1e-5

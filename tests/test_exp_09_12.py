@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 
-from beamattn.experiments import run_experiment
+from experiment_checks import run_small
 
 
-def _check_files(res, tmp_path, name):
-    out = tmp_path / name
-    assert (out / "result.json").is_file()
-    assert res.figures, "an experiment must produce a figure"
-    for f in res.figures:
-        assert (out / f).is_file() and (out / f).stat().st_size > 10_000
-    saved = json.loads((out / "result.json").read_text())
-    assert saved["supported"] == res.supported and saved["verdict"] == res.verdict
+def _check_verdict(res):
     assert res.verdict.startswith("Supported" if res.supported else "Not supported")
 
 
 def test_topk_sparse_attention(tmp_path):
-    res = run_experiment("topk-sparse-attention", tmp_path, small=True, seed=0)
-    _check_files(res, tmp_path, "topk-sparse-attention")
+    res = run_small("topk-sparse-attention", tmp_path)
+    _check_verdict(res)
     n, s = res.numbers, res.numbers["summary"]
     dense, _, sparse = list(n["time_s"])
     # memory: top-k at the largest L uses well under half of dense, and dense grows much faster with L
@@ -40,8 +32,8 @@ def test_topk_sparse_attention(tmp_path):
 
 
 def test_attention_dropout(tmp_path):
-    res = run_experiment("attention-dropout", tmp_path, small=True, seed=0)
-    _check_files(res, tmp_path, "attention-dropout")
+    res = run_small("attention-dropout", tmp_path)
+    _check_verdict(res)
     n, s = res.numbers, res.numbers["summary"]
     by = n["by_dropout"]
     assert set(by) == {str(p) for p in n["dropouts"]} and len(by["0.0"]["acc_gap"]["values"]) == n["seeds"]
@@ -63,8 +55,8 @@ def test_attention_dropout(tmp_path):
 
 
 def test_sparsemax_distractors(tmp_path):
-    res = run_experiment("sparsemax-distractors", tmp_path, small=True, seed=0)
-    _check_files(res, tmp_path, "sparsemax-distractors")
+    res = run_small("sparsemax-distractors", tmp_path)
+    _check_verdict(res)
     n, s = res.numbers, res.numbers["summary"]
     fit = n["beta_fitted_at_16"]
     # exact zeros: sparsemax on nearly every distractor, softmax on none
@@ -82,8 +74,8 @@ def test_sparsemax_distractors(tmp_path):
 
 
 def test_linear_probe_energies(tmp_path):
-    res = run_experiment("linear-probe-energies", tmp_path, small=True, seed=0)
-    _check_files(res, tmp_path, "linear-probe-energies")
+    res = run_small("linear-probe-energies", tmp_path)
+    _check_verdict(res)
     rows = res.numbers["rows"]
     add = next(r for name, r in rows.items() if "initialisation" in name)
     sat = next(r for name, r in rows.items() if "saturated" in name)

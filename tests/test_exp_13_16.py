@@ -3,26 +3,13 @@ claim's verdict follows from the measurements."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from beamattn.experiments import EXPERIMENTS, run_experiment
+from beamattn.experiments import EXPERIMENTS
+from experiment_checks import run_small
 
-
-def _run(name, tmp_path):
-    res = run_experiment(name, tmp_path, small=True, seed=0)
-    out = tmp_path / name
-    assert (out / "result.json").is_file()
-    stored = json.loads((out / "result.json").read_text())
-    assert stored["name"] == name and stored["small"] is True
-    assert stored["supported"] == res.supported
-    assert res.figures, "an experiment must produce a figure"
-    for f in res.figures:
-        assert (out / f).is_file() and (out / f).stat().st_size > 10_000
-    assert res.verdict
-    return res
 
 
 @pytest.mark.parametrize("name, order", [("adversarial-vs-entropy", 13), ("local-attention-positions", 15),
@@ -32,7 +19,7 @@ def test_registered(name, order):
 
 
 def test_adversarial_vs_entropy(tmp_path):
-    res = _run("adversarial-vs-entropy", tmp_path)
+    res = run_small("adversarial-vs-entropy", tmp_path)
     n = res.numbers
     margin = n["margin"]
     per_t, one = n["trained_per_temperature"], n["one_model_all_temperatures"]
@@ -61,7 +48,7 @@ def test_adversarial_vs_entropy(tmp_path):
 
 
 def test_local_attention_positions(tmp_path):
-    res = _run("local-attention-positions", tmp_path)
+    res = run_small("local-attention-positions", tmp_path)
     n = res.numbers
     s = n["summary"]
     assert abs(s["relative"]["interior"] - 0.5) <= n["chance_margin"]
@@ -74,7 +61,7 @@ def test_local_attention_positions(tmp_path):
 
 
 def test_beam_selector_entropy(tmp_path):
-    res = _run("beam-selector-entropy", tmp_path)
+    res = run_small("beam-selector-entropy", tmp_path)
     n = res.numbers
     m = n["margin_nats"]
     for channel, by_norm in n["vs_snr"].items():

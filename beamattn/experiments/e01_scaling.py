@@ -167,10 +167,6 @@ def _figure(sweep: dict, train: dict, path: Path) -> None:
 
 @experiment("unscaled-dot-products", "Scaling the scores by 1/sqrt(d_k)", CLAIM, order=1)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    return _run(out_dir, small, seed)
-
-
-def _run(out_dir: Path, small: bool, seed: int) -> Outcome:
     gen = torch.Generator().manual_seed(seed)
     dims = [4, 16, 64, 256, 1024] if small else [4, 8, 16, 32, 64, 128, 256, 512, 1024]
     sweep = _scaling_sweep(dims, trials=128 if small else 512, num_keys=64, gen=gen)

@@ -157,10 +157,6 @@ def _figure(init: dict, train: dict, steps: int, path: Path, n_samples: int, len
 
 @experiment("shared-scale-heads", "Heads of different sizes under one shared scale", CLAIM, order=2)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    return _run(out_dir, small, seed)
-
-
-def _run(out_dir: Path, small: bool, seed: int) -> Outcome:
     seeds = [seed + i for i in range(2 if small else 4)]
     batches, batch, length = (4, 8, 32) if small else (16, 16, 32)
     steps = 30 if small else 200

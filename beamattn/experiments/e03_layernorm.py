@@ -186,10 +186,6 @@ def _figure(factors: list[float], sweep: dict, train: dict, path: Path, cfg: str
 
 @experiment("post-ln-shouting-head", "A shouting head under post-LN vs pre-LN", CLAIM, order=3)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    return _run(out_dir, small, seed)
-
-
-def _run(out_dir: Path, small: bool, seed: int) -> Outcome:
     factors = [1.0, 10.0, CHECK_FACTOR] if small else [1.0, 3.0, 10.0, 20.0, 30.0, 100.0, 300.0]
     seeds = [seed + i for i in range(2 if small else 4)]
     batch, length = 8, 16

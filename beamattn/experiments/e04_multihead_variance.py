@@ -152,10 +152,6 @@ def _figure(res: dict, checkpoints: list[int], m: int, b: int, n_seeds: int, tra
 @experiment("multihead-gradient-variance", "Multi-head attention as a gradient-variance-reducing ensemble",
             CLAIM, order=4)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    return _run(out_dir, small, seed)
-
-
-def _run(out_dir: Path, small: bool, seed: int) -> Outcome:
     seeds = [seed + i for i in range(2 if small else 3)]
     checkpoints, m, b, train_batch = ([0, 10], 8, 8, 16) if small else ([0, 25, 50, 75, 100], 32, 16, 32)
     batches = [reverse_task(b, LENGTH, VOCAB, seed=5_000_000 + seed * 1000 + i) for i in range(m)]

@@ -141,10 +141,6 @@ def _plot(res: dict, path: Path) -> None:
             "Attention dropout, when fine-tuning on a small dataset, reduces the gap between training and "
             "validation performance.", order=10)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    return _run(out_dir, small, seed)
-
-
-def _run(out_dir: Path, small: bool, seed: int) -> Outcome:
     seeds = [seed * 100 + i for i in range(2 if small else 6)]
     n_train, n_val = (64, 400) if small else (128, 1000)
     steps, eval_every = (50, 25) if small else (100, 20)

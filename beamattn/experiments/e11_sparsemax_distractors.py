@@ -116,10 +116,6 @@ def _plot(res: dict, path: Path) -> None:
             "Sparsemax assigns exact zeros to irrelevant tokens and becomes more accurate than softmax as the "
             "number of distractors grows.", order=11)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    return _run(out_dir, small, seed)
-
-
-def _run(out_dir: Path, small: bool, seed: int) -> Outcome:
     gen = torch.Generator().manual_seed(seed)
     ns = [4, 64, 1024] if small else [4, 16, 64, 256, 1024]
     # many trials for the fit at n=16 (cheap; failures are rare there, so few trials give a noisy β)

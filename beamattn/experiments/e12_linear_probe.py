@@ -109,10 +109,6 @@ def _plot(res: dict, scatter: dict, path: Path) -> None:
             "A linear probe predicts additive (Bahdanau) attention energies well from the pair's features "
             "(the energy is nearly linear), but not dot-product energies.", order=12)
 def run(out_dir: Path, small: bool, seed: int) -> Outcome:
-    return _run(out_dir, small, seed)
-
-
-def _run(out_dir: Path, small: bool, seed: int) -> Outcome:
     gen = torch.Generator().manual_seed(seed)
     n_train, n_test = (1000, 1000) if small else (4000, 4000)
     inits = 2 if small else 5
