@@ -6,15 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beamattn.wireless.scenario import ScenarioError, parse_scenario
+from wireless_fixtures import TINY_DOC
 
-BASE = {
-    "scenario": {"name": "fuzz", "drops": 2, "chunk_drops": 2},
-    "channel": {"speed_kmh": 30, "duration": 0.2, "sample_interval": 0.002},
-    "array": {"num_cols": 8},
-    "codebook": {"oversampling": 2, "num_wide": 4},
-    "measurement": {"set_b": 4, "history": 2},
-    "selector": {"history": 2},
-}
 FIELDS = [
     ("scenario", "seed"), ("scenario", "drops"), ("scenario", "snr_db"), ("scenario", "policies"),
     ("channel", "speed_kmh"), ("channel", "duration"), ("channel", "sample_interval"), ("channel", "num_clusters"),
@@ -36,7 +29,7 @@ VALUES = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), min_size=1, max_size=3))
 def test_malformed_scenarios_give_one_clear_error(changes):
-    data = {k: dict(v) for k, v in BASE.items()}
+    data = {k: dict(v) for k, v in TINY_DOC.items()}
     for (table, key), value in changes:
         if value is None:
             continue  # TOML has no null

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from beamattn.cli import main
 from beamattn.wireless import sweep as sw
 from beamattn.wireless.sweep import SweepError, SweepInterrupted, load_sweep, parse_sweep, read_task_result, run_sweep
+from wireless_fixtures import TINY_DOC
 
 BASE_TOML = """
 [scenario]
@@ -255,14 +256,7 @@ def test_shipped_sweep_file_parses():
 
 # --------------------------------------------------------------------------- malformed sweep files
 
-BASE_DOC = {
-    "scenario": {"name": "fuzz", "drops": 2, "chunk_drops": 2},
-    "channel": {"speed_kmh": 30, "duration": 0.2, "sample_interval": 0.002},
-    "array": {"num_cols": 8},
-    "codebook": {"oversampling": 2, "num_wide": 4},
-    "measurement": {"set_b": 4, "history": 2},
-    "selector": {"history": 2},
-}
+BASE_DOC = TINY_DOC  # parse_sweep deep-copies it
 GOOD = {"sweep": {"name": "s", "base": "base.toml", "seeds": [0, 1], "policies": ["genie", "stale"]},
         "grid": {"channel.speed_kmh": [30, 60]}, "override": {"scenario.drops": 2}}
 FIELDS = [("sweep", "name"), ("sweep", "seeds"), ("sweep", "policies"), ("sweep", "base"), ("sweep", "sedes"),

@@ -2,6 +2,16 @@
 
 from beamattn.wireless.scenario import parse_scenario
 
+# A minimal valid scenario document (8 antennas, 16 beams, 2 drops) that the loader fuzz tests perturb.
+TINY_DOC = {
+    "scenario": {"name": "fuzz", "drops": 2, "chunk_drops": 2},
+    "channel": {"speed_kmh": 30, "duration": 0.2, "sample_interval": 0.002},
+    "array": {"num_cols": 8},
+    "codebook": {"oversampling": 2, "num_wide": 4},
+    "measurement": {"set_b": 4, "history": 2},
+    "selector": {"history": 2},
+}
+
 
 def tiny_scenario(**overrides):
     """A 3-drop, 8-antenna, 2x oversampled (16 beams) geometric scenario; tables can be overridden."""
