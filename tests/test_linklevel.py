@@ -147,3 +147,40 @@ def test_example_script_runs_the_selector_in_a_hand_written_chain(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0 |")]
     sel, rnd = (float(x) for x in rows[0].strip("| ").split("|")[1:])
     assert sel < rnd  # the selector's beam decodes better than a random beam at 0 dB
+
+
+def test_wideband_end_to_end_with_lmmse_between_ls_and_perfect_csi():
+    # A frequency-selective (wideband) geometric scenario through the whole link: each estimator sees the
+    # same slots, bits and noise; the LMMSE receiver knows the genie beam's effective channel statistics.
+    scn = tiny_scenario(channel={"num_subcarriers": 16, "subcarrier_spacing": 120e3})
+    bler, outs = {}, {}
+    for est in ("ls", "lmmse", "perfect"):
+        outs[est] = run_linklevel(scn, None, policies=["genie"], snr_db_list=[-4.0], max_blocks=150,
+                                  target_block_errors=150, progress=False, batch=150,
+                                  config=LinkConfig(num_subcarriers=48, estimator=est))
+        bler[est] = outs[est]["results"]["genie"]["bler"][0]
+    print(bler)
+    assert outs["lmmse"]["link"]["estimator"] == "lmmse"
+    assert all(o["results"]["genie"]["blocks"] == [150] for o in outs.values())
+    sd = math.sqrt(0.25 / 150)
+    assert bler["lmmse"] < bler["ls"] - 4 * sd
+    assert bler["perfect"] <= bler["lmmse"] + 3 * sd
+
+
+def test_mrt_is_per_instant_conjugate_beamforming_at_link_level():
+    # As in `beamattn run`: MRT's effective channel is ||h|| at every sample and subcarrier, so its mean
+    # power over the use interval is the episode's MRT bound trace(R), above every fixed beam's.
+    from beamattn.linklevel.run import _effective
+    from beamattn.wireless.runner import episodes
+
+    scn = tiny_scenario(channel={"num_subcarriers": 4})
+    _, ep, sample = next(episodes(scn, 0, 2))
+    p = ep.timeline.use_len
+    g_mrt = _effective(sample, ep, None)  # [B, D, P + 1, Fc]
+    power = g_mrt[:, :, :p].abs().pow(2).mean((-2, -1))  # [B, D]
+    torch.testing.assert_close(power, ep.mrt_gain.to(power.dtype), rtol=1e-4, atol=1e-6)
+    assert bool((g_mrt.imag == 0).all()) and bool((g_mrt.real >= 0).all())
+    genie = ep.codebook.beams[ep.gain_use.argmax(-1)]  # [B, D, N]
+    g_genie = _effective(sample, ep, genie)[:, :, :p].abs().pow(2).mean((-2, -1))
+    torch.testing.assert_close(g_genie, ep.gain_use.amax(-1).to(g_genie.dtype), rtol=1e-4, atol=1e-6)
+    assert bool((power >= g_genie - 1e-5).all())

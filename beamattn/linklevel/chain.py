@@ -4,8 +4,10 @@ Chain (per codeword = one slot of 14 OFDM symbols x ``num_subcarriers``)::
 
     bits -> LDPC5GEncoder(k, n) -> Mapper("qam") -> ResourceGridMapper
          -> y = h_eff x + n  (ApplyOFDMChannel, h_eff per OFDM symbol and subcarrier)
-         -> LSChannelEstimator (pilots on symbols ``pilot_symbols``, linear interpolation)
-            or perfect CSI -> LMMSEEqualizer -> Demapper("app") -> LDPC5GDecoder
+         -> LSChannelEstimator (pilots on symbols ``pilot_symbols``, linear interpolation),
+            joint time-frequency LMMSE (:mod:`beamattn.linklevel.estimation`, needs the channel's
+            correlation: :meth:`LinkChain.set_correlation`) or perfect CSI
+         -> LMMSEEqualizer -> Demapper("app") -> LDPC5GDecoder
 
 Conventions: unit-energy constellation symbols, so with the beamformed channel
 ``h_eff = hᵀ w`` (no conjugate, unit-norm ``w``, ``E|h_n|² = 1``) and noise
@@ -27,7 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LinkChain", "LinkConfig", "SelectorBlock", "ebno_to_no", "reference_awgn_errors"]
+from .estimation import LMMSESlotEstimator, slot_correlation
+
+__all__ = ["ESTIMATORS", "LinkChain", "LinkConfig", "SelectorBlock", "ebno_to_no", "reference_awgn_errors"]
+
+ESTIMATORS = ("ls", "lmmse", "perfect")
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class LinkConfig:
         pilot_symbols: OFDM symbols carrying pilots (Kronecker pattern, all subcarriers).
         bits_per_symbol: 2, 4 or 6 (QPSK, 16-QAM, 64-QAM).
         code_rate: LDPC code rate; k = round(code_rate x n).
-        estimator: "ls" (least squares on the pilots, linear interpolation) or "perfect" (h_eff known).
+        estimator: "ls" (least squares on the pilots, linear interpolation), "lmmse" (joint time-frequency
+            LMMSE from the channel's correlation) or "perfect" (h_eff known).
         num_iter: LDPC belief-propagation iterations.
     """
 
@@ -63,7 +70,7 @@ class LinkConfig:
              and len(self.pilot_symbols) >= 1, "OFDM symbol indices inside the slot"),
             ("bits_per_symbol", self.bits_per_symbol in (2, 4, 6), "2, 4 or 6 (QPSK, 16-QAM, 64-QAM)"),
             ("code_rate", 0 < self.code_rate < 1, "a rate in (0, 1)"),
-            ("estimator", self.estimator in ("ls", "perfect"), "'ls' or 'perfect'"),
+            ("estimator", self.estimator in ESTIMATORS, "'ls', 'lmmse' or 'perfect'"),
             ("num_iter", isinstance(self.num_iter, int) and self.num_iter >= 1, "an integer >= 1"),
         )
         for name, ok, expected in checks:
@@ -110,7 +117,8 @@ class LinkChain:
         self.mapper = Mapper("qam", cfg.bits_per_symbol, **kw)
         self.rg_mapper = ResourceGridMapper(self.rg, **kw)
         self.channel = ApplyOFDMChannel(**kw)
-        self.estimator = LSChannelEstimator(self.rg, interpolation_type="lin", **kw)
+        self.ls_estimator = LSChannelEstimator(self.rg, interpolation_type="lin", **kw)
+        self.lmmse_estimator: LMMSESlotEstimator | None = None  # set_correlation() makes it
         self.equalizer = LMMSEEqualizer(self.rg, StreamManagement(np.array([[1]]), 1), **kw)
         self.demapper = Demapper("app", "qam", cfg.bits_per_symbol, **kw)
         self.decoder = LDPC5GDecoder(self.encoder, num_iter=cfg.num_iter, hard_out=True, **kw)
@@ -121,6 +129,16 @@ class LinkChain:
     def shape(self) -> tuple[int, int]:
         """(OFDM symbols, subcarriers) of one slot."""
         return self.config.num_ofdm_symbols, self.config.num_subcarriers
+
+    def set_correlation(self, h: Tensor) -> None:
+        """Give the LMMSE estimator the channel statistics: slot channels ``h [B, S, F]`` (realisations of
+        the effective channel the link will see) -> their correlation ``E[vec(h) vec(h)ᴴ]``."""
+        s, f = self.shape
+        if not torch.is_tensor(h) or h.dim() != 3 or tuple(h.shape[1:]) != (s, f):
+            got = tuple(h.shape) if torch.is_tensor(h) else type(h).__name__
+            raise ValueError(f"linklevel: set_correlation got slot channels {got}; expected [B, S={s}, F={f}]")
+        pp = self.rg.pilot_pattern
+        self.lmmse_estimator = LMMSESlotEstimator(pp.mask, pp.pilots, slot_correlation(h.cpu()))
 
     @torch.no_grad()
     def errors(self, h_eff: Tensor | complex, no: float, batch: int | None = None, seed: int | None = None) -> Tensor:
@@ -150,7 +168,12 @@ class LinkChain:
         h7 = h[:, None, None, None, None]  # [B, rx, rx_ant, tx, tx_ant, S, F]
         y = self.channel(x, h7, no)  # [B, 1, 1, S, F]
         if self.config.estimator == "ls":
-            h_hat, err_var = self.estimator(y, no)
+            h_hat, err_var = self.ls_estimator(y, no)
+        elif self.config.estimator == "lmmse":
+            if self.lmmse_estimator is None:
+                raise ValueError("linklevel: estimator 'lmmse' needs the channel's statistics; call "
+                                 "LinkChain.set_correlation(slot_channels) first")
+            h_hat, err_var = self.lmmse_estimator(y, no)
         else:
             h_hat, err_var = h7, torch.zeros((), dtype=h.real.dtype, device=h.device)
         x_hat, no_eff = self.equalizer(y, h_hat, err_var, no)

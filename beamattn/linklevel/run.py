@@ -11,6 +11,9 @@ What is simulated (see :mod:`beamattn.linklevel.chain` for the chain):
   between the samples ``t`` and ``t + 1`` (the last sample of a drop is held). Narrowband channels use
   the same ``h`` on all subcarriers; wideband back-ends' subcarriers are linearly interpolated (by
   index, over the back-end's band) onto the slot's subcarriers. ``h_eff = Σ_n h_n w_n`` (no conjugate).
+- ``mrt`` is, as in ``beamattn run``, maximum-ratio transmission with perfect instantaneous CSI: at every
+  channel sample and subcarrier ``w = h* / ||h||``, so ``h_eff = ||h||`` (the single-stream bound), not
+  one fixed beam per decision.
 - x axis: transmit SNR ρ (dB) of the data link, ``no = 1/ρ``; the SNR per resource element is
   ``ρ |h_eff|²`` (so ``ρ`` = the scenario's ``snr_db`` is the operating point of ``beamattn run``).
 - Per SNR point the slots are visited in one seeded random order, the same for all policies, in batches
@@ -18,6 +21,9 @@ What is simulated (see :mod:`beamattn.linklevel.chain` for the chain):
   After each batch, a point stops once ``target_block_errors`` block errors are counted or ``max_blocks``
   slots were sent (or all slots were used): counts may overshoot the target by up to one batch.
 - Throughput = (1 - BLER) k information bits per slot (also in Mbit/s).
+- ``estimator = "lmmse"``: each policy's receiver knows the second-order statistics of the effective
+  channel its beams produce, ``R = E[vec(h) vec(h)ᴴ]`` over the slot, estimated from up to
+  ``correlation_slots`` of that policy's slots (:func:`beamattn.linklevel.estimation.slot_correlation`).
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ def _interp_freq(h: torch.Tensor, f: int) -> torch.Tensor:
         return h.expand(*h.shape[:-1], f)
     pos = torch.linspace(0, fc - 1, f, dtype=torch.float64)
     lo = pos.floor().long().clamp(max=fc - 2)
-    a = (pos - lo).to(h.real.dtype)
+    a = (pos - lo).to(device=h.device, dtype=h.real.dtype)
+    lo = lo.to(h.device)
     return h[..., lo] * (1 - a) + h[..., lo + 1] * a
 
 
@@ -73,21 +80,24 @@ def slot_channels(g: torch.Tensor, slots: torch.Tensor, dt: float, cfg: LinkConf
         g: effective channel per channel sample ``[B, D, P + 1, Fc]`` (sample ``P`` = the one after the use interval).
         slots: ``[S, 3]`` long (drop, decision, sample offset ``j < P``).
     """
-    b, d, j = slots.unbind(-1)
+    b, d, j = slots.to(g.device).unbind(-1)
     g0, g1 = g[b, d, j], g[b, d, j + 1]  # [S, Fc]
     sym_t = (torch.arange(cfg.num_ofdm_symbols, dtype=torch.float64) + 0.5) * cfg.slot_duration / cfg.num_ofdm_symbols
-    a = (sym_t / dt).clamp(max=1.0).to(g.real.dtype)[None, :, None]  # [1, 14, 1]
+    a = (sym_t / dt).clamp(max=1.0).to(device=g.device, dtype=g.real.dtype)[None, :, None]  # [1, 14, 1]
     h = g0[:, None] * (1 - a) + g1[:, None] * a  # [S, 14, Fc]
     return _interp_freq(h, cfg.num_subcarriers)
 
 
-def _effective(sample, ep, beams: torch.Tensor) -> torch.Tensor:
-    """``g [B, D, P + 1, Fc]``: ``hᵀ w`` over each decision's use interval and the next sample."""
+def _effective(sample, ep, beams: torch.Tensor | None) -> torch.Tensor:
+    """``g [B, D, P + 1, Fc]``: ``hᵀ w`` over each decision's use interval and the next sample;
+    ``beams=None``: per-instant, per-subcarrier MRT, ``||h||``."""
     h = sample.h if sample.wideband else sample.h[:, :, None, :]  # [B, T, Fc, N]
     t_max = h.shape[1] - 1
     tl = ep.timeline
-    idx = (tl.use_start[:, None] + torch.arange(tl.use_len + 1)[None]).clamp(max=t_max)  # [D, P+1]
+    idx = (tl.use_start[:, None] + torch.arange(tl.use_len + 1, device=tl.use_start.device)[None]).clamp(max=t_max)
     hu = h[:, idx]  # [B, D, P+1, Fc, N]
+    if beams is None:
+        return torch.linalg.vector_norm(hu, dim=-1).to(torch.complex64)  # [B, D, P+1, Fc]
     return torch.einsum("bdpfn,bdn->bdpf", hu, beams.to(hu.dtype)).to(torch.complex64)
 
 
@@ -101,8 +111,10 @@ def _mix(*xs: int) -> int:
 def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = None,
                   snr_db_list: list[float] | None = None, checkpoint: str | None = None, max_blocks: int = 2000,
                   target_block_errors: int = 100, seed: int | None = None, config: LinkConfig | None = None,
-                  batch: int = 100, progress: bool = True, figures: bool = True) -> dict:
+                  batch: int = 100, progress: bool = True, figures: bool = True, correlation_slots: int = 2000,
+                  device: str = "cpu") -> dict:
     """Simulate every policy at every transmit SNR; write ``bler.json`` and ``bler.png``; return the result."""
+    from ..wireless.policies import MRT
     from ..wireless.runner import episodes, make_policies
 
     seed = scn.seed if seed is None else seed
@@ -110,8 +122,8 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
     snrs = [float(s) for s in (snr_db_list if snr_db_list is not None else default_snr_list(scn))]
     if not snrs or not all(math.isfinite(s) for s in snrs):
         raise ValueError(f"linklevel: '--snr-db' = {snr_db_list!r}; expected a list of finite SNRs in dB")
-    if max_blocks < 1 or target_block_errors < 1 or batch < 1:
-        raise ValueError("linklevel: max_blocks, target_block_errors and batch must be >= 1")
+    if max_blocks < 1 or target_block_errors < 1 or batch < 1 or correlation_slots < 1:
+        raise ValueError("linklevel: max_blocks, target_block_errors, batch and correlation_slots must be >= 1")
     pols = make_policies(scn, names, checkpoint)
     if checkpoint is not None and "attention" not in pols:
         raise ValueError("linklevel: '--checkpoint' was given but policy 'attention' is not evaluated")
@@ -125,10 +137,10 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
     # 1. Decisions and effective channels per channel sample (common random numbers across policies).
     g = {n: [] for n in names}
     dt = None
-    for start, ep, sample in episodes(scn, seed, scn.drops):
+    for start, ep, sample in episodes(scn, seed, scn.drops, device=device):
         dt = float(sample.times[1] - sample.times[0]) if sample.times.numel() > 1 else ep.dt
         for name, pol in pols.items():
-            g[name].append(_effective(sample, ep, pol.decide(ep).beams))
+            g[name].append(_effective(sample, ep, None if isinstance(pol, MRT) else pol.decide(ep).beams))
         say(f"linklevel {scn.name}: decisions for drops {start}..{start + ep.gain_use.shape[0] - 1}")
     g = {n: torch.cat(v) for n, v in g.items()}
     nb, nd, p1, _ = next(iter(g.values())).shape
@@ -139,10 +151,12 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
     n_slots = slots.shape[0]
 
     # 2. The link.
-    chain = LinkChain(cfg)
+    chain = LinkChain(cfg, device=str(device))
     result = {n: {"snr_db": [], "bler": [], "blocks": [], "errors": [], "throughput_bits": [],
                   "throughput_mbps": []} for n in names}
     for name in names:
+        if cfg.estimator == "lmmse":
+            chain.set_correlation(slot_channels(g[name], slots[:correlation_slots], dt, cfg))
         for i, snr in enumerate(snrs):
             no = 10 ** (-snr / 10)
             blocks = errors = 0
