@@ -4,11 +4,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# TensorFlow cannot share .venv with Sionna 2.2 (h5py pins): the Keras layer is tested in its own.
+VENV_TF  ?= .venv-tf
+STAMP_TF := $(VENV_TF)/.installed
 SCENARIO ?= scenarios/vehicular-60.toml
 NAME     := $(basename $(notdir $(SCENARIO)))
 SEED     ?= 0
 
-.PHONY: demo core-demo experiments test test-slow bench clean
+.PHONY: demo core-demo experiments test test-slow test-keras bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +33,24 @@ experiments: $(STAMP)
 core-demo: $(STAMP)
 	$(VENV)/bin/beamattn demo --out results/core-demo --seed $(SEED)
 
-test: $(STAMP)
+# The torch suite, then the Keras layer's suite in its own TensorFlow environment (.venv-tf).
+test: $(STAMP) $(STAMP_TF)
 	$(PY) -m pytest -q
+	$(VENV_TF)/bin/python -m pytest -q tests/keras
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# beamattn.keras without torch or Sionna: TensorFlow, NumPy, safetensors and the package itself (--no-deps).
+$(STAMP_TF): pyproject.toml
+	$(PYTHON) -m venv $(VENV_TF)
+	$(VENV_TF)/bin/python -m pip install -q --upgrade pip
+	$(VENV_TF)/bin/python -m pip install -q tensorflow-cpu==2.21.0 numpy safetensors pytest
+	$(VENV_TF)/bin/python -m pip install -q --no-deps -e .
+	touch $(STAMP_TF)
+
+test-keras: $(STAMP_TF)
+	$(VENV_TF)/bin/python -m pytest -q tests/keras
 
 bench: $(STAMP)
 	$(PY) scripts/bench_core.py --out results/bench_core.json
@@ -42,4 +58,4 @@ bench: $(STAMP)
 	$(PY) scripts/bench_sweep.py
 
 clean:
-	rm -rf $(VENV) results build *.egg-info
+	rm -rf $(VENV) $(VENV_TF) results build *.egg-info
