@@ -1,9 +1,10 @@
 """The ``beamattn`` command line.
 
 Subcommands: ``run`` (evaluate policies on a scenario), ``train`` (fit the
-attention selector), ``channels`` (export channels for other tools), ``demo``
-(the attention-core demo). Errors in user input are printed as one line naming
-the field and the value, with exit code 2 — never a traceback.
+attention selector), ``channels`` (export channels for other tools), ``export``
+(a trained selector for Keras/TensorFlow), ``demo`` (the attention-core demo).
+Errors in user input are printed as one line naming the field and the value,
+with exit code 2 — never a traceback.
 """
 
 from __future__ import annotations
@@ -109,10 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--bits-per-symbol", type=int, choices=(2, 4, 6), default=2, help="QAM order (default 2)")
     link.add_argument("--code-rate", type=float, default=0.5, help="LDPC code rate (default 0.5)")
     link.add_argument("--subcarriers", type=_pos_int, default=72, help="subcarriers per slot (default 72)")
-    link.add_argument("--estimator", choices=("ls", "perfect"), default="ls", help="channel estimation (default ls)")
+    link.add_argument("--estimator", choices=("ls", "lmmse", "perfect"), default="ls",
+                      help="channel estimation: ls (linear interpolation), lmmse (joint time-frequency, from the "
+                           "effective channel's correlation) or perfect (default ls)")
     link.add_argument("--max-blocks", type=_pos_int, default=2000, help="codewords per point at most (default 2000)")
     link.add_argument("--target-errors", type=_pos_int, default=100,
                       help="stop a point after this many block errors (default 100)")
+
+    export = sub.add_parser("export", help="convert a trained selector for another framework (Keras/TensorFlow)",
+                            description="Write CHECKPOINT (from `beamattn train`) as a file that "
+                                        "beamattn.keras.AttentionSelectorLayer.from_file loads in a TensorFlow "
+                                        "environment (no torch needed there).")
+    export.add_argument("checkpoint", help="selector checkpoint (.safetensors) written by `beamattn train`")
+    export.add_argument("--format", required=True, choices=("keras",), help="target framework: keras")
+    export.add_argument("--out", required=True, help="output .safetensors file")
+    export.add_argument("--scenario", default=None,
+                        help="scenario TOML whose codebook the selector uses (default: a ULA DFT codebook with "
+                             "M/N-fold oversampling, as in every shipped scenario)")
 
     demo = sub.add_parser("demo", help="run the attention-core demo: softmax vs sparsemax vs top-k, with plots",
                           description="Retrieval among distractors and score scaling, on beamattn.core. "
@@ -120,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
     demo.add_argument("--seed", type=_nonneg_int, default=0, help="seed that fixes every number (default: 0)")
     demo.add_argument("--trials", type=_pos_int, default=400, help="random trials per point (default: 400)")
+    for computing in (run, train, chans, exp, sweep, link, demo):
+        # Checked in _dispatch (beamattn.device.resolve_device): an unknown or absent device is one error line.
+        computing.add_argument("--device", default="cpu",
+                               help="where tensors live and compute: cpu (default), cuda, cuda:N or mps")
     return parser
 
 
@@ -147,19 +165,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    device = None
+    if hasattr(args, "device"):
+        from .device import resolve_device
+
+        device = resolve_device(args.device)  # ValueError -> one line, exit 2
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.out, seed=args.seed, trials=args.trials)
+        run_demo(args.out, seed=args.seed, trials=args.trials, device=device)
     elif args.command == "run":
         from .wireless.runner import run_scenario
 
         run_scenario(_load(args.scenario, args.drops), args.out, policies=args.policies, seed=args.seed,
-                     checkpoint=args.checkpoint, figures=not args.no_figures)
+                     checkpoint=args.checkpoint, figures=not args.no_figures, device=device)
     elif args.command == "train":
         from .wireless.train import train_selector
 
-        train_selector(_load(args.scenario), args.out, seed=args.seed, steps=args.steps)
+        train_selector(_load(args.scenario), args.out, seed=args.seed, steps=args.steps, device=device)
     elif args.command == "experiment":
         from .experiments import EXPERIMENTS, run_all, run_experiment
 
@@ -167,17 +190,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             for name in sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order):
                 print(f"{name:28s} {EXPERIMENTS[name].title}")
         elif args.name == "all":
-            results = run_all(args.out, small=args.small, seed=args.seed)
+            results = run_all(args.out, small=args.small, seed=args.seed, device=device)
             print(f"{sum(r.supported for r in results)} of {len(results)} claims supported; report: "
                   f"{args.out}/report.md")
         else:
-            r = run_experiment(args.name, args.out, small=args.small, seed=args.seed)
+            r = run_experiment(args.name, args.out, small=args.small, seed=args.seed, device=device)
             print(f"{r.name}: {'supported' if r.supported else 'NOT supported'} — {r.verdict}")
     elif args.command == "sweep":
         from .wireless.sweep import load_sweep, run_sweep
 
         run_sweep(load_sweep(args.sweep), args.out, workers=args.workers, scheduler=args.scheduler,
-                  resume=args.resume, figures=not args.no_figures)
+                  resume=args.resume, figures=not args.no_figures, device=str(device))
     elif args.command == "linklevel":
         from .linklevel.chain import LinkConfig
         from .linklevel.run import parse_snr_list, run_linklevel
@@ -186,11 +209,20 @@ def _dispatch(args: argparse.Namespace) -> int:
                          code_rate=args.code_rate, estimator=args.estimator)
         run_linklevel(_load(args.scenario, args.drops), args.out, policies=args.policies,
                       snr_db_list=parse_snr_list(args.snr_db), checkpoint=args.checkpoint, max_blocks=args.max_blocks,
-                      target_block_errors=args.target_errors, seed=args.seed, config=cfg)
+                      target_block_errors=args.target_errors, seed=args.seed, config=cfg, device=device)
     elif args.command == "channels":
         from .wireless.export import export_channels
 
-        export_channels(_load(args.scenario, args.drops), args.out, seed=args.seed)
+        export_channels(_load(args.scenario, args.drops), args.out, seed=args.seed, device=device)
+    elif args.command == "export":
+        from .keras import read_selector_file
+        from .wireless.keras_export import export_keras
+
+        out = export_keras(args.checkpoint, args.out, scenario=args.scenario)
+        f = read_selector_file(out)  # what the Keras layer will load
+        cfg = f.selector
+        print(f"wrote {out}: Keras selector ({cfg['normalizer']}, {cfg['mode']}), M={f.num_beams} beams, "
+              f"N={f.num_ant} antennas, Set B {len(f.set_b)} beams; codebook: {f.metadata['source']}")
     return 0
 
 

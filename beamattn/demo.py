@@ -26,6 +26,7 @@ import torch
 from . import __version__
 from .core import attend
 from .core.diagnostics import attention_entropy
+from .device import describe_device
 from .io import save_figure_atomic, write_json_atomic
 
 NORMALIZERS = {
@@ -38,8 +39,12 @@ DISTRACTORS = (1, 4, 16, 64, 256, 1024, 4096)
 DIMS = (4, 16, 64, 256, 1024)
 
 
-def distractor_experiment(gen: torch.Generator, trials: int, d: int = 32, margin: float = 4.0) -> dict:
-    """Weight on the matching key, entropy, active keys and accuracy against the number of distractors."""
+def distractor_experiment(gen: torch.Generator, trials: int, d: int = 32, margin: float = 4.0,
+                          device: torch.device | str = "cpu") -> dict:
+    """Weight on the matching key, entropy, active keys and accuracy against the number of distractors.
+
+    The data are drawn from ``gen`` (a CPU generator) and moved to ``device``, where attention runs.
+    """
     rows: dict[str, dict[str, list[float]]] = {name: {"weight": [], "entropy": [], "active": [], "accuracy": []}
                                                for name in NORMALIZERS}
     for n in DISTRACTORS:
@@ -50,6 +55,7 @@ def distractor_experiment(gen: torch.Generator, trials: int, d: int = 32, margin
         k[:, 0] = k[:, 0] - (k[:, 0] * q_dir).sum(-1, keepdim=True) * q_dir  # remove the q component
         k[:, 0] = k[:, 0] + q_dir * (margin * math.sqrt(d) / q[:, 0].norm(dim=-1, keepdim=True))
         v = torch.randn(trials, n + 1, 16, generator=gen)  # [T, n+1, 16]
+        q, k, v = q.to(device), k.to(device), v.to(device)
         for name, kw in NORMALIZERS.items():
             kw = dict(kw)
             if "topk" in kw:
@@ -63,13 +69,14 @@ def distractor_experiment(gen: torch.Generator, trials: int, d: int = 32, margin
     return {"distractors": list(DISTRACTORS), "d": d, "margin": margin, "trials": trials, "by_normalizer": rows}
 
 
-def scaling_experiment(gen: torch.Generator, trials: int, num_keys: int = 64) -> dict:
-    """Score variance, softmax saturation and gradient size against the key size d."""
+def scaling_experiment(gen: torch.Generator, trials: int, num_keys: int = 64,
+                       device: torch.device | str = "cpu") -> dict:
+    """Score variance, softmax saturation and gradient size against the key size d (computed on ``device``)."""
     out: dict[str, list[float]] = {"var_unscaled": [], "var_scaled": [], "maxw_unscaled": [], "maxw_scaled": [],
                                    "grad_unscaled": [], "grad_scaled": []}
     for d in DIMS:
-        q = torch.randn(trials, 1, d, generator=gen)
-        k = torch.randn(trials, num_keys, d, generator=gen)
+        q = torch.randn(trials, 1, d, generator=gen).to(device)
+        k = torch.randn(trials, num_keys, d, generator=gen).to(device)
         raw = (q @ k.transpose(-2, -1)).squeeze(1)  # [T, Lk]
         for tag, s in (("unscaled", raw), ("scaled", raw / math.sqrt(d))):
             s = s.clone().requires_grad_()
@@ -82,11 +89,13 @@ def scaling_experiment(gen: torch.Generator, trials: int, num_keys: int = 64) ->
     return {"d": list(DIMS), "num_keys": num_keys, **out}
 
 
-def example_weights(gen: torch.Generator, d: int = 32, lq: int = 6, lk: int = 24) -> dict:
-    q = torch.randn(lq, d, generator=gen) * 1.5
-    k = torch.randn(lk, d, generator=gen)
-    v = torch.randn(lk, 4, generator=gen)
-    return {name: attend(q, k, v, normalizer=name, return_weights=True)[1].tolist()
+def example_weights(gen: torch.Generator, d: int = 32, lq: int = 6, lk: int = 24,
+                    device: torch.device | str = "cpu") -> dict:
+    """Weights ``[lq, lk]`` (as lists) of softmax, 1.5-entmax and sparsemax on one random example."""
+    q = (torch.randn(lq, d, generator=gen) * 1.5).to(device)
+    k = torch.randn(lk, d, generator=gen).to(device)
+    v = torch.randn(lk, 4, generator=gen).to(device)
+    return {name: attend(q, k, v, normalizer=name, return_weights=True)[1].cpu().tolist()
             for name in ("softmax", "entmax15", "sparsemax")}
 
 
@@ -150,21 +159,26 @@ def _plots(res: dict, fig_dir: Path) -> list[str]:
     return paths
 
 
-def run_demo(out_dir: str | Path, seed: int = 0, trials: int = 400) -> dict:
-    """Run both experiments, print tables, write ``demo.json`` and figures. Returns the results."""
+def run_demo(out_dir: str | Path, seed: int = 0, trials: int = 400, device: torch.device | str | None = None) -> dict:
+    """Run both experiments, print tables, write ``demo.json`` and figures. Returns the results.
+
+    Random numbers come from one CPU generator (the same data on every device); attention runs on
+    ``device`` (default CPU).
+    """
     if trials < 1:
         raise ValueError(f"demo: argument 'trials' = {trials}; expected an int >= 1")
+    device = torch.device("cpu" if device is None else device)
     out_dir = Path(out_dir)
     gen = torch.Generator().manual_seed(seed)
     steps = ("retrieval among distractors", "score scaling", "example weights", "figures")
     print(f"[1/{len(steps)}] {steps[0]} ({len(DISTRACTORS)} sizes x {len(NORMALIZERS)} normalizers)", file=sys.stderr)
-    res = {"seed": seed, "versions": {"beamattn": __version__, "torch": torch.__version__,
-                                      "python": platform.python_version()}}
-    res["distractors"] = distractor_experiment(gen, trials)
+    res = {"seed": seed, "device": describe_device(device),
+           "versions": {"beamattn": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+    res["distractors"] = distractor_experiment(gen, trials, device=device)
     print(f"[2/{len(steps)}] {steps[1]}", file=sys.stderr)
-    res["scaling"] = scaling_experiment(gen, trials)
+    res["scaling"] = scaling_experiment(gen, trials, device=device)
     print(f"[3/{len(steps)}] {steps[2]}", file=sys.stderr)
-    res["example_weights"] = example_weights(gen)
+    res["example_weights"] = example_weights(gen, device=device)
     print(f"[4/{len(steps)}] {steps[3]}", file=sys.stderr)
     res["figures"] = _plots(res, out_dir / "figures")
     write_json_atomic(out_dir / "demo.json", res)

@@ -169,10 +169,10 @@ def _normalize(scores: Tensor, allowed: Tensor | None, norm_fn: NormalizerFn) ->
         return norm_fn(scores, -1)
     scores = scores.masked_fill(~allowed, float("-inf"))
     empty = ~allowed.any(-1, keepdim=True)  # queries with nothing to attend
-    if bool(empty.any()):
-        scores = scores.masked_fill(empty, 0.0)  # avoid NaN inside the normaliser
-        return norm_fn(scores, -1).masked_fill(empty, 0.0)
-    return norm_fn(scores, -1)
+    # Always applied (a no-op on rows that have keys): testing `empty.any()` first would read a value
+    # back from the device, a host sync on every masked call on a GPU.
+    scores = scores.masked_fill(empty, 0.0)  # avoid NaN inside the normaliser
+    return norm_fn(scores, -1).masked_fill(empty, 0.0)
 
 
 def _attend_topk(q, k, v, allowed, bias, scale, score, score_weight, norm_fn, topk, dropout_p, return_weights,

@@ -21,6 +21,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import torch
 
 from ..core.diagnostics import attention_entropy
 from ..io import save_figure_atomic
@@ -70,7 +71,7 @@ def _measure(sample, codebook, snr_db: float, seed: int) -> dict[str, dict[str, 
           "out as the measurements get noisier.",
     order=16,
 )
-def run(out_dir: Path, small: bool, seed: int) -> Outcome:
+def run(out_dir: Path, small: bool, seed: int, device: torch.device | str = "cpu") -> Outcome:
     snrs = [-10.0, 10.0, 30.0] if small else [-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0]
     k_factors = [-10.0, 20.0] if small else [-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 30.0]
     k_snrs = [0.0, 20.0]  # measurement SNRs of the K-factor sweep
@@ -78,7 +79,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     codebook = dft_codebook(ULA(NUM_ANT))
     vs_snr = {}
     for name, cfg in _channels().items():
-        sample = GeometricChannel(cfg).generate(drops, seed=seed)
+        sample = GeometricChannel(cfg).generate(drops, seed=seed, device=device)
         rows = [_measure(sample, codebook, snr, seed) for snr in snrs]
         decisions = rows[0]["decisions"]
         vs_snr[name] = {norm: {key: [r[norm][key] for r in rows] for key in rows[0][norm]}
@@ -87,7 +88,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
             for s in k_snrs}
     base = _channels()["strong LoS (K = 20 dB)"]
     for k in k_factors:
-        sample = GeometricChannel(dataclasses.replace(base, k_factor_db=k)).generate(drops, seed=seed)
+        sample = GeometricChannel(dataclasses.replace(base, k_factor_db=k)).generate(drops, seed=seed, device=device)
         for s in k_snrs:
             r = _measure(sample, codebook, s, seed)
             for norm in NORMALIZERS:

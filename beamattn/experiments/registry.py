@@ -5,10 +5,16 @@ An experiment is a function ``fn(out_dir: Path, small: bool, seed: int) -> Outco
 :func:`run_experiment` adds the claim and writes ``result.json`` atomically. ``small=True`` is the
 small-scale version used by the tests (seconds); the full scale takes at most a couple of minutes.
 Experiments run on one torch thread with the global random state restored afterwards.
+
+Devices: an experiment that declares a keyword ``device`` (``fn(out_dir, small, seed, device=...)``)
+runs on the device :func:`run_experiment` is given; the others run on the CPU whatever the device
+(they time CPU code or train models so small that a GPU only adds launch overhead). ``result.json``
+records where each one ran (``device``).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from ..device import describe_device
 from ..io import write_json_atomic
 
 __all__ = ["Outcome", "ExperimentResult", "experiment", "EXPERIMENTS", "run_experiment"]
@@ -39,6 +46,7 @@ class ExperimentResult(Outcome):
     seed: int = 0
     small: bool = False
     elapsed_s: float = 0.0
+    device: str = "cpu"  # where it ran
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class _Entry:
     title: str
     claim: str
     order: int
+    takes_device: bool = False  # fn accepts a keyword 'device'
 
 
 EXPERIMENTS: dict[str, _Entry] = {}
@@ -58,14 +67,18 @@ def experiment(name: str, title: str, claim: str, order: int):
     def deco(fn):
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is registered twice")
-        EXPERIMENTS[name] = _Entry(fn, title, claim, order)
+        EXPERIMENTS[name] = _Entry(fn, title, claim, order, "device" in inspect.signature(fn).parameters)
         return fn
 
     return deco
 
 
-def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: int = 0) -> ExperimentResult:
-    """Run experiment ``name`` into ``out_dir/name`` and write ``result.json`` there."""
+def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: int = 0,
+                   device: torch.device | str | None = None) -> ExperimentResult:
+    """Run experiment ``name`` into ``out_dir/name`` and write ``result.json`` there.
+
+    ``device`` (default CPU) is used by experiments that take one; the others run on the CPU.
+    """
     if name not in EXPERIMENTS:
         import difflib
 
@@ -73,6 +86,9 @@ def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: in
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"experiment: unknown name {name!r}{hint}; expected 'all' or one of {sorted(EXPERIMENTS)}")
     entry = EXPERIMENTS[name]
+    device = torch.device("cpu" if device is None else device)
+    ran_on = device if entry.takes_device else torch.device("cpu")
+    kwargs = {"device": device} if entry.takes_device else {}
     out = Path(out_dir) / name
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -81,11 +97,11 @@ def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: in
     try:
         with torch.random.fork_rng(devices=[]):  # leave the caller's global random state as it was
             torch.manual_seed(seed)  # whatever draws from the global generator is fixed by the seed too
-            res = entry.fn(out, small, seed)
+            res = entry.fn(out, small, seed, **kwargs)
     finally:
         torch.set_num_threads(threads)
     result = ExperimentResult(numbers=res.numbers, verdict=res.verdict, supported=bool(res.supported),
                               figures=list(res.figures), name=name, title=entry.title, claim=entry.claim,
-                              seed=seed, small=small, elapsed_s=time.time() - t0)
+                              seed=seed, small=small, elapsed_s=time.time() - t0, device=describe_device(ran_on))
     write_json_atomic(out / "result.json", asdict(result))
     return result

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
 from ..io import write_text_atomic
 from .registry import EXPERIMENTS, ExperimentResult, run_experiment
 
@@ -27,15 +29,19 @@ def render_report(results: list[ExperimentResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: bool = True) -> list[ExperimentResult]:
-    """Run every registered experiment in order; write ``out_dir/report.md``."""
+def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: bool = True,
+            device: torch.device | str | None = None) -> list[ExperimentResult]:
+    """Run every registered experiment in order; write ``out_dir/report.md``.
+
+    ``device`` goes to the experiments that take one (see :mod:`.registry`); the others run on the CPU.
+    """
     out_dir = Path(out_dir)
     names = sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order)
     results = []
     for i, name in enumerate(names, 1):
         if progress:
             print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
-        r = run_experiment(name, out_dir, small=small, seed=seed)
+        r = run_experiment(name, out_dir, small=small, seed=seed, device=device)
         if progress:
             print(f"    {'supported' if r.supported else 'NOT supported'} ({r.elapsed_s:.1f} s): {r.verdict}",
                   file=sys.stderr)

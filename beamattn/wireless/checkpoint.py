@@ -85,6 +85,9 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
     ``overrides`` may change evaluation-only fields (``mode``, ``topk``, ``normalizer`` is NOT one of
     them: the weights were trained for it). A checkpoint for another codebook size, antenna count or
     Set B is refused.
+
+    The weights are read and checked on the CPU and copied into a selector built on the device of
+    ``beams`` (a checkpoint written on one device loads on any other).
     """
     from safetensors.torch import load_file
 
@@ -118,5 +121,5 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
                                   f"{tuple(v.shape)}")
         if not bool(torch.isfinite(state[k]).all()):
             raise CheckpointError(f"checkpoint {path}: weight {k!r} has NaN/Inf values")
-    selector.load_state_dict(state)
+    selector.load_state_dict({k: v.to(beams.device) for k, v in state.items()})  # checked on the CPU, then moved
     return selector.eval()

@@ -21,6 +21,7 @@ This module never imports Sionna (importing it takes seconds).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -145,6 +146,20 @@ class Codebook:
             directions=None if self.directions is None else self.directions[idx],  # [K, 3]
             children=None if self.children is None else [list(self.children[i]) for i in idx.tolist()],
         )
+
+    def to(self, device: torch.device | str) -> Codebook:
+        """The same codebook with ``beams`` (and ``directions``) on ``device``; ``self`` when already there.
+
+        The copy is exact, so the unit-norm check is not repeated (it would read a value back from
+        the device).
+        """
+        device = torch.device(device)
+        if self.beams.device == device:
+            return self
+        moved = copy.copy(self)  # a shallow copy skips __post_init__
+        moved.beams = self.beams.to(device)
+        moved.directions = None if self.directions is None else self.directions.to(device)
+        return moved
 
 
 # --------------------------------------------------------------------------- DFT

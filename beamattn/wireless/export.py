@@ -23,27 +23,32 @@ from .scenario import Scenario
 __all__ = ["export_channels"]
 
 
-def export_channels(scn: Scenario, out: str | Path, seed: int | None = None) -> Path:
-    """Write ``out`` (.npz) atomically; returns its path."""
+def export_channels(scn: Scenario, out: str | Path, seed: int | None = None,
+                    device: torch.device | str = "cpu") -> Path:
+    """Write ``out`` (.npz) atomically; returns its path.
+
+    Channels and beam gains are computed on ``device`` and copied to the CPU chunk by chunk.
+    """
     out = Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"channels: argument '--out' = {str(out)!r}; expected a file name ending in .npz")
     seed = scn.seed if seed is None else seed
     narrow, _ = make_codebooks(scn)
+    beams = narrow.beams.to(device)
     parts = {"h": [], "positions": [], "los": [], "beam_gains": []}
     times = freqs = None
-    for _, s in channel_chunks(scn, seed, scn.drops):
-        g = torch.matmul(s.h, narrow.beams.to(s.h.dtype).T).abs() ** 2  # [B, T, (F,) M]
-        parts["h"].append(s.h.numpy())
-        parts["positions"].append(s.positions.numpy())
-        parts["los"].append(s.los.numpy())
-        parts["beam_gains"].append((g.mean(2) if s.h.dim() == 4 else g).numpy())
-        times, freqs = s.times.numpy(), s.subcarrier_frequencies
+    for _, s in channel_chunks(scn, seed, scn.drops, device=device):
+        g = torch.matmul(s.h, beams.to(s.h.dtype).T).abs() ** 2  # [B, T, (F,) M]
+        parts["h"].append(s.h.cpu().numpy())
+        parts["positions"].append(s.positions.cpu().numpy())
+        parts["los"].append(s.los.cpu().numpy())
+        parts["beam_gains"].append((g.mean(2) if s.h.dim() == 4 else g).cpu().numpy())
+        times, freqs = s.times.cpu().numpy(), s.subcarrier_frequencies
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     arrays["times"] = times
     arrays["beams"] = narrow.beams.numpy()
     if freqs is not None:
-        arrays["subcarrier_frequencies"] = freqs.numpy()
+        arrays["subcarrier_frequencies"] = freqs.cpu().numpy()
     arrays["meta"] = np.array(json.dumps({"scenario": scn.to_dict(), "seed": seed}))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".npz")

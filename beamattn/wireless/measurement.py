@@ -115,14 +115,14 @@ def make_timeline(num_steps: int, dt: float, cfg: MeasurementConfig) -> Timeline
                     history=cfg.history)
 
 
-def set_b_indices(num_beams: int, size: int) -> Tensor:
-    """Set B: ``size`` beams spread evenly over the codebook (all beams when size is 0)."""
+def set_b_indices(num_beams: int, size: int, device: torch.device | str = "cpu") -> Tensor:
+    """Set B: ``size`` beams spread evenly over the codebook (all beams when size is 0), ``[Mb]`` long."""
     if size == 0 or size == num_beams:
-        return torch.arange(num_beams)
+        return torch.arange(num_beams, device=device)
     if size > num_beams:
         raise ValueError(f"measurement: field 'set_b' = {size} is larger than Set A ({num_beams} beams); "
                          f"expected 0 <= set_b <= {num_beams}")
-    return torch.div(torch.arange(size) * num_beams, size, rounding_mode="floor")
+    return torch.div(torch.arange(size, device=device) * num_beams, size, rounding_mode="floor")
 
 
 @dataclass
@@ -145,6 +145,9 @@ class Episode:
     - ``cov_use [B, D, N, N]`` ``E[conj(h) hᵀ]`` over the use interval and band: the gain of any beam
       ``w`` is ``wᴴ R w``;
     - ``mrt_gain [B, D]`` = ``trace(R)`` = mean ``||h||²``, the per-instant MRT bound.
+
+    Devices: every tensor above, ``set_b`` and the codebooks' beams live on the channel's device;
+    the ``timeline`` indices and ``drop_ids`` are host-side bookkeeping and stay on the CPU.
     """
 
     codebook: Codebook
@@ -159,7 +162,7 @@ class Episode:
     mrt_gain: Tensor  # [B, D]
     snr_db: float  # transmit SNR ρ (dB) of the data link
     dt: float
-    drop_ids: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] global drop index
+    drop_ids: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] global drop ids, CPU
 
     @property
     def num_drops(self) -> int:
@@ -172,6 +175,11 @@ class Episode:
     @property
     def num_beams(self) -> int:
         return self.codebook.num_beams
+
+    @property
+    def device(self) -> torch.device:
+        """Where the episode's tensors live (the channel's device)."""
+        return self.gain_use.device
 
     @property
     def rsrp_db(self) -> Tensor:
@@ -195,7 +203,9 @@ class Episode:
         if not 1 <= length <= h:
             raise ValueError(f"episode: history length {length} is not available; expected 1 <= length <= "
                              f"measurement 'history' = {h}")
-        idx = torch.arange(self.num_decisions).unsqueeze(-1) + torch.arange(h - length, h)  # [D, L]
+        dev = self.reports_db.device
+        idx = torch.arange(self.num_decisions, device=dev).unsqueeze(-1) + torch.arange(h - length, h,
+                                                                                       device=dev)  # [D, L]
         rsrp = self.reports_db[:, idx]  # [B, D, L, K]
         phase = None if self.report_phase is None else self.report_phase[:, idx]
         return rsrp, phase
@@ -207,7 +217,7 @@ def _sample_channel(h: Tensor, steps: Tensor, samples: int) -> Tensor:
     if h_t.dim() == 3:
         return h_t.unsqueeze(2).expand(-1, -1, samples, -1)
     f = h_t.shape[2]
-    sc = torch.div(torch.arange(samples) * f + f // 2, samples, rounding_mode="floor").clamp_max(f - 1)
+    sc = torch.div(torch.arange(samples, device=h.device) * f + f // 2, samples, rounding_mode="floor").clamp_max(f - 1)
     return h_t[:, :, sc]
 
 
@@ -217,15 +227,23 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
 
     ``seed`` and ``drop_offset`` fix the measurement noise per drop, so a drop's noise does
     not depend on how drops are batched.
+
+    Everything is computed on the channel's device (``sample.h.device``); the codebooks are moved
+    there. The noise is drawn on the CPU (per-drop generators) and moved once, so the same seed
+    gives the same noise on every device.
     """
     h = sample.h  # [B, T, N] or [B, T, F, N]
+    dev = h.device
     b, t = h.shape[:2]
+    # One read of two numbers per chunk (the sample interval fixes the timeline's integer steps).
     dt = float(sample.times[1] - sample.times[0]) if sample.times.numel() > 1 else cfg.period
     tl = make_timeline(t, dt, cfg)
+    codebook = codebook.to(dev)
+    wide = None if wide is None else wide.to(dev)
     beams = codebook.beams if wide is None else torch.cat([codebook.beams, wide.beams])  # [K, N]
     beams = beams.to(h.dtype)
     k = beams.shape[0]
-    steps = tl.reports  # [D + H - 1] every measurement instant
+    steps = tl.reports.to(dev)  # [D + H - 1] every measurement instant (the timeline itself stays on the CPU)
     r_count = steps.numel()
 
     # Measurements: y = sqrt(ρ_m) hᵀv + n over R samples.
@@ -236,7 +254,7 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
         g = torch.Generator().manual_seed(mix_seed(seed, drop_offset + i))
         noise[i] = torch.randn(r_count, cfg.samples, k, generator=g, dtype=torch.complex64)  # CN(0, 1)
     h_m = _sample_channel(h, steps, cfg.samples)  # [B, D+H-1, R, N]
-    y = math.sqrt(rho_m) * torch.matmul(h_m, beams.T) + noise.to(device=h.device, dtype=h.dtype)  # [B, D+H-1, R, K]
+    y = math.sqrt(rho_m) * torch.matmul(h_m, beams.T) + noise.to(device=dev, dtype=h.dtype)  # [B, D+H-1, R, K]
     rsrp = (y.abs() ** 2).mean(2) / rho_m  # [B, D+H-1, K] linear, noise-biased like a real RSRP
     rsrp_db = 10 * torch.log10(rsrp.clamp_min(1e-12))
     if cfg.quantization_db > 0:
@@ -244,7 +262,7 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
     phase = torch.angle(y.mean(2)) if cfg.with_phase else None  # [B, D+H-1, K]
 
     # Truth over the use intervals: R = E[conj(h) hᵀ] over time (and band).
-    use = tl.use_start.unsqueeze(-1) + torch.arange(tl.use_len)  # [D, U]
+    use = (tl.use_start.unsqueeze(-1) + torch.arange(tl.use_len)).to(dev)  # [D, U]
     h_u = h[:, use]  # [B, D, U, N] or [B, D, U, F, N]
     if h_u.dim() == 5:
         h_u = h_u.flatten(2, 3)  # [B, D, U·F, N]
@@ -253,7 +271,7 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
     narrow = codebook.beams.to(h.dtype)  # [M, N]
     gain_use = (torch.matmul(h_u, narrow.T).abs() ** 2).mean(2)  # [B, D, M]
     mrt = torch.diagonal(cov, dim1=-2, dim2=-1).real.sum(-1)  # [B, D]
-    set_b = set_b_indices(codebook.num_beams, cfg.set_b)
+    set_b = set_b_indices(codebook.num_beams, cfg.set_b, device=dev)
     return Episode(codebook=codebook, wide=wide, set_b=set_b, timeline=tl, config=cfg, reports_db=rsrp_db,
                    report_phase=phase, gain_use=gain_use, cov_use=cov, mrt_gain=mrt, snr_db=snr_db, dt=dt,
                    drop_ids=torch.arange(drop_offset, drop_offset + b))

@@ -13,7 +13,7 @@ is a percentile bootstrap over drops (drops are the independent units).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -59,6 +59,10 @@ class DecisionMetrics:
     active: Tensor
     entropy: Tensor  # attention entropy of the weights over beams (nats); 0 for single-beam policies
     index: Tensor  # [B, D] long
+
+    def to(self, device: torch.device | str) -> "DecisionMetrics":
+        """All fields on ``device`` (``.to("cpu")`` before writing tables; no copy when already there)."""
+        return DecisionMetrics(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def _db(x: Tensor) -> Tensor:

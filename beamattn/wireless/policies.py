@@ -94,7 +94,7 @@ def make_policy(name: str, **kwargs) -> Policy:
 def _pick(ep: Episode, index: Tensor, measured: Tensor | float, ranking: Tensor | None = None) -> Decision:
     beams = ep.codebook.beams.to(ep.cov_use.dtype)[index]  # [B, D, N]
     if not isinstance(measured, Tensor):
-        measured = torch.full(index.shape, float(measured))
+        measured = torch.full(index.shape, float(measured), device=index.device)
     return Decision(beams=beams, index=index, measured=measured, ranking=ranking)
 
 
@@ -127,8 +127,8 @@ class MRT(Policy):
         for _ in range(30):
             w = torch.einsum("bdmn,bdn->bdm", ep.cov_use, w)
             w = w / torch.linalg.vector_norm(w, dim=-1, keepdim=True).clamp_min(1e-30)
-        index = torch.full(w.shape[:2], -1, dtype=torch.long)
-        return Decision(beams=w, index=index, measured=torch.zeros(w.shape[:2]), gain=ep.mrt_gain)
+        index = torch.full(w.shape[:2], -1, dtype=torch.long, device=w.device)
+        return Decision(beams=w, index=index, measured=torch.zeros(w.shape[:2], device=w.device), gain=ep.mrt_gain)
 
 
 @register("exhaustive")
@@ -136,7 +136,7 @@ class Exhaustive(Policy):
     """Sweep all of Set A every period (noisy reports) and use the best reported beam."""
 
     def decide(self, ep: Episode) -> Decision:
-        ids = torch.arange(ep.num_beams)
+        ids = torch.arange(ep.num_beams, device=ep.device)
         index, ranking = _best_of(ep, ids)
         return _pick(ep, index, float(ep.num_beams), ranking)
 
@@ -163,9 +163,10 @@ class Stale(Policy):
         self.every = every
 
     def decide(self, ep: Episode) -> Decision:
-        index, ranking = _best_of(ep, torch.arange(ep.num_beams))  # [B, D]
-        sweep = torch.div(torch.arange(ep.num_decisions), self.every, rounding_mode="floor") * self.every  # [D]
-        measured = torch.zeros(index.shape)
+        dev = ep.device
+        index, ranking = _best_of(ep, torch.arange(ep.num_beams, device=dev))  # [B, D]
+        sweep = torch.div(torch.arange(ep.num_decisions, device=dev), self.every, rounding_mode="floor") * self.every
+        measured = torch.zeros(index.shape, device=dev)
         measured[:, :: self.every] = float(ep.num_beams)
         return _pick(ep, index[:, sweep], measured, ranking[:, sweep])
 
@@ -181,12 +182,12 @@ class Hierarchical(Policy):
         wide_best = ep.rsrp_db[..., m : m + w].argmax(-1)  # [B, D]
         size = max(len(c) for c in ep.wide.children)
         # Children as a padded table; padding repeats the first child so it never wins a tie it should not.
-        table = torch.tensor([c + [c[0]] * (size - len(c)) for c in ep.wide.children])  # [W, S]
+        table = torch.tensor([c + [c[0]] * (size - len(c)) for c in ep.wide.children], device=ep.device)  # [W, S]
         cand = table[wide_best]  # [B, D, S] narrow ids under the best wide beam
         r = ep.rsrp_db[..., :m].gather(-1, cand)  # [B, D, S]
         top = r.topk(min(4, size), dim=-1).indices
         ranking = cand.gather(-1, top)
-        counts = torch.tensor([len(c) for c in ep.wide.children], dtype=torch.float32)
+        counts = torch.tensor([len(c) for c in ep.wide.children], dtype=torch.float32, device=ep.device)
         return _pick(ep, ranking[..., 0], w + counts[wide_best], ranking)
 
 
@@ -198,9 +199,10 @@ class Random(Policy):
         self.seed = seed
 
     def decide(self, ep: Episode) -> Decision:
+        # Drawn on the CPU (drop_ids are CPU bookkeeping), then moved: the same beams on every device.
         index = torch.stack([
             torch.randint(ep.num_beams, (ep.num_decisions,), generator=torch.Generator().manual_seed(self.seed + int(i)))
-            for i in ep.drop_ids])  # [B, D]
+            for i in ep.drop_ids]).to(ep.device)  # [B, D]
         return _pick(ep, index, 0.0, index.unsqueeze(-1))
 
 
@@ -212,10 +214,10 @@ class Uniform(Policy):
         v = ep.codebook.beams.to(ep.cov_use.dtype)  # [M, N]
         w = v.sum(0)
         w = w / w.norm().clamp_min(1e-12)
-        shape = (ep.num_drops, ep.num_decisions)
-        weights = torch.full((*shape, ep.num_beams), 1.0 / ep.num_beams)
-        return Decision(beams=w.expand(*shape, -1), index=torch.full(shape, -1, dtype=torch.long),
-                        measured=torch.zeros(shape), weights=weights)
+        shape, dev = (ep.num_drops, ep.num_decisions), ep.device
+        weights = torch.full((*shape, ep.num_beams), 1.0 / ep.num_beams, device=dev)
+        return Decision(beams=w.expand(*shape, -1), index=torch.full(shape, -1, dtype=torch.long, device=dev),
+                        measured=torch.zeros(shape, device=dev), weights=weights)
 
 
 @register("attention")
@@ -242,9 +244,12 @@ class AttentionPolicy(Policy):
         from .checkpoint import load_selector
         from .selector import AttentionSelector, SelectorConfig
 
-        measured = torch.zeros(ep.num_beams, dtype=torch.bool)
+        dev = ep.device
+        measured = torch.zeros(ep.num_beams, dtype=torch.bool, device=dev)
         measured[ep.set_b] = True
         beams = ep.codebook.beams
+        if self.selector is not None and self.selector.beams.device != dev:
+            self.selector.to(dev)  # e.g. a selector trained on the CPU, evaluated on the GPU (in place)
         if self.selector is not None and self.selector.num_beams == ep.num_beams \
                 and torch.equal(self.selector.measured, measured) and torch.equal(self.selector.beams, beams):
             return self.selector
@@ -267,7 +272,7 @@ class AttentionPolicy(Policy):
             out = sel(rsrp[..., :m], latest_phase)
         beams = out.beams.to(ep.cov_use.dtype)
         ranking = out.weights.topk(min(4, m), dim=-1).indices  # [B, D, 4]
-        measured = torch.full(out.index.shape, float(ep.set_b.numel()))
+        measured = torch.full(out.index.shape, float(ep.set_b.numel()), device=out.index.device)
         return Decision(beams=beams, index=out.index, measured=measured, ranking=ranking, weights=out.weights)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..device import describe_device
 from ..io import write_json_atomic, write_text_atomic
 from .channels.base import check_channel
 from .codebooks import Codebook, dft_codebook, wide_codebook
@@ -69,12 +70,14 @@ def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint:
 EVAL_STREAM, TRAIN_STREAM, VALID_STREAM = 0, 1, 2
 
 
-def channel_chunks(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, device: str = "cpu",
-                   stream: int = EVAL_STREAM):
+def channel_chunks(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0,
+                   device: torch.device | str = "cpu", stream: int = EVAL_STREAM):
     """Yield (first drop index, ChannelSample) for chunks of ``scn.chunk_drops`` drops, checked for NaN/Inf.
 
     Chunk ``c`` of ``stream`` is generated from its own seed, so drop ``i`` is the same whatever
-    range of drops is asked for (``first_drop`` must be a multiple of ``chunk_drops``).
+    range of drops is asked for (``first_drop`` must be a multiple of ``chunk_drops``). The samples
+    are generated on ``device`` (the back-ends draw their random numbers on the CPU, so the
+    geometry is the same on every device).
     """
     channel = scn.make_channel()
     c0 = first_drop // scn.chunk_drops
@@ -89,10 +92,11 @@ def channel_chunks(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0
         yield start, sample
 
 
-def episodes(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, device: str = "cpu",
+def episodes(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, device: torch.device | str = "cpu",
              stream: int = EVAL_STREAM):
-    """Yield (first drop index, Episode, ChannelSample) for the chunks of :func:`channel_chunks`."""
+    """Yield (first drop index, Episode, ChannelSample) for the chunks of :func:`channel_chunks`, on ``device``."""
     narrow, wide = make_codebooks(scn)
+    narrow, wide = narrow.to(device), None if wide is None else wide.to(device)  # moved once, not per chunk
     for start, sample in channel_chunks(scn, seed, num_drops, first_drop, device, stream):
         c = (stream << 40) + start // scn.chunk_drops
         ep = build_episode(sample, narrow, wide, scn.measurement, scn.snr_db, seed=mix_seed(seed, (1 << 39) + c),
@@ -121,9 +125,15 @@ def _table(summary: dict, scn: Scenario) -> str:
 
 
 def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[str] | None = None,
-                 seed: int | None = None, checkpoint: str | None = None, device: str = "cpu",
+                 seed: int | None = None, checkpoint: str | None = None, device: torch.device | str = "cpu",
                  progress: bool = True, figures: bool = True) -> RunResult:
-    """Evaluate policies on ``scn``; print the table; write metrics.json, steps.csv and figures/."""
+    """Evaluate policies on ``scn``; print the table; write metrics.json, steps.csv and figures/.
+
+    Channels, measurements, policies (the selector included) and per-decision KPIs are computed on
+    ``device``; each chunk's per-decision KPIs are copied to the CPU once per policy for the tables,
+    the CSV and the bootstrap.
+    """
+    device = torch.device(device)
     seed = scn.seed if seed is None else seed
     names = list(policies or scn.policies)
     pols = make_policies(scn, names, checkpoint)
@@ -137,10 +147,10 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
     num_chunks = -(-scn.drops // scn.chunk_drops)
     bar = _progress(num_chunks, f"{scn.name}: {scn.drops} drops x {len(names)} policies", progress)
     for start, ep, sample in episodes(scn, seed, scn.drops, device=device):
-        times = sample.times[ep.timeline.use_start].tolist()
+        times = sample.times.cpu()[ep.timeline.use_start].tolist()
         for name, pol in pols.items():
             dec = pol.decide(ep)
-            m = decision_metrics(ep, dec, scn.outage_db)
+            m = decision_metrics(ep, dec, scn.outage_db).to("cpu")  # one copy per policy and chunk
             for key in SUMMARY_KEYS:
                 per_drop[name][key].append(getattr(m, key).mean(1).numpy())
             losses[name].append(m.loss_db.flatten().numpy())
@@ -148,15 +158,15 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
             if start == 0:
                 trace[name] = {"snr_db": m.snr_db[0].tolist(), "index": m.index[0].tolist(),
                                "genie_db": m.genie_db[0].tolist(), "mrt_db": m.mrt_db[0].tolist(),
-                               "weights": None if dec.weights is None else dec.weights[0].tolist(),
-                               "beam_mid": torch.view_as_real(dec.beams[0, ep.num_decisions // 2]).tolist(),
+                               "weights": None if dec.weights is None else dec.weights[0].cpu().tolist(),
+                               "beam_mid": torch.view_as_real(dec.beams[0, ep.num_decisions // 2]).cpu().tolist(),
                                "snr_all": m.snr_db.flatten().tolist()}
             elif name in trace:
                 trace[name]["snr_all"].extend(m.snr_db.flatten().tolist())
         if start == 0:
             trace["_times"] = times
-            trace["_genie_index"] = ep.gain_use[0].argmax(-1).tolist()
-            trace["_positions"] = sample.positions[0].tolist()
+            trace["_genie_index"] = ep.gain_use[0].argmax(-1).cpu().tolist()
+            trace["_positions"] = sample.positions[0].cpu().tolist()
         bar.update(1)
     bar.close()
     summary = {}
@@ -171,7 +181,8 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
     print(table)
     result = RunResult(summary=summary, trace=trace, rows=rows)
     if out_dir is not None:
-        _write_outputs(Path(out_dir), scn, seed, names, checkpoint, summary, table, rows, trace, elapsed, figures)
+        _write_outputs(Path(out_dir), scn, seed, names, checkpoint, summary, table, rows, trace, elapsed, figures,
+                       describe_device(device))
     return result
 
 
@@ -186,7 +197,7 @@ def _rows(name: str, start: int, times: list, m: DecisionMetrics):
 
 
 def _write_outputs(out: Path, scn: Scenario, seed: int, names, checkpoint, summary, table, rows, trace, elapsed,
-                   figures: bool) -> None:
+                   figures: bool, device: str = "cpu") -> None:
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
@@ -197,7 +208,7 @@ def _write_outputs(out: Path, scn: Scenario, seed: int, names, checkpoint, summa
         write_text_atomic(stage / "steps.csv", buf.getvalue())
         meta = {
             "scenario": scn.to_dict(), "seed": seed, "policies": names, "checkpoint": checkpoint,
-            "elapsed_s": elapsed, "versions": {"beamattn": __version__, "torch": torch.__version__,
+            "device": device, "elapsed_s": elapsed, "versions": {"beamattn": __version__, "torch": torch.__version__,
                                                "numpy": np.__version__, "python": platform.python_version()},
             "metrics": summary, "table_markdown": table,
         }

@@ -35,7 +35,9 @@ from ..core.diagnostics import attention_entropy
 __all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features"]
 
 _FLOOR_DB = -40.0  # reports this far below the best beam carry no information
-_INFERENCE_CHUNK = 1024  # decisions per chunk when selecting without gradients
+_INFERENCE_CHUNK = 1024  # decisions per chunk when selecting without gradients, on the CPU
+# On a GPU, small chunks only add kernel launches and host syncs (sparsemax's convergence test): use big ones.
+_INFERENCE_CHUNK_GPU = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class AttentionSelector(nn.Module):
         config: :class:`SelectorConfig`.
         beams: the codebook ``[M, N]`` complex (values).
         measured: ``[M]`` bool: Set B (the beams that are measured).
+
+    The module is built on the device of ``beams`` (weights are initialised on the CPU, from torch's
+    global generator, and moved: the same initial weights on every device); ``.to(device)`` moves it.
     """
 
     def __init__(self, config: SelectorConfig, beams: Tensor, measured: Tensor) -> None:
@@ -144,15 +149,15 @@ class AttentionSelector(nn.Module):
                           padding_mode="circular"),
                 nn.GELU(),
             )
+            # Weights in the codebook's precision (float32 for complex64 beams, float64 for complex128) and on
+            # its device; random initial values are drawn on the CPU first, so they are the same on every device.
+            real, dev = beams.real.dtype, beams.device
+            self.key_net.to(device=dev, dtype=real)
             # With one fixed query, a learned per-beam key offset e_i only adds q·e_i to beam i's
             # score: it is kept as that scalar, an additive score bias (a prior over beams).
-            self.beam_bias = nn.Parameter(torch.zeros(self.num_beams))  # [M]
-            self.query = nn.Parameter(torch.randn(config.d_model) / math.sqrt(config.d_model))  # [d]
-            # Weights in the codebook's precision: float32 for complex64 beams, float64 for complex128.
-            real = beams.real.dtype
-            self.key_net.to(real)
-            self.beam_bias.data = self.beam_bias.data.to(real)
-            self.query.data = self.query.data.to(real)
+            self.beam_bias = nn.Parameter(torch.zeros(self.num_beams, dtype=real, device=dev))  # [M]
+            query = torch.randn(config.d_model) / math.sqrt(config.d_model)  # [d]
+            self.query = nn.Parameter(query.to(device=dev, dtype=real))
 
     # ------------------------------------------------------------------ keys and values
 
@@ -187,14 +192,14 @@ class AttentionSelector(nn.Module):
             :class:`SelectorOutput` with ``beams [..., N]`` complex64/128 unit norm.
         """
         batch = rsrp_db.shape[:-2]
-        if torch.is_grad_enabled() or math.prod(batch) <= _INFERENCE_CHUNK:
+        chunk = _INFERENCE_CHUNK if rsrp_db.device.type == "cpu" else _INFERENCE_CHUNK_GPU
+        if torch.is_grad_enabled() or math.prod(batch) <= chunk:
             return self._select(rsrp_db, phase)
         # Inference on a large batch: chunks keep the intermediate tensors in cache (same results).
         flat = rsrp_db.reshape(-1, *rsrp_db.shape[-2:])
         flat_phase = None if phase is None else phase.reshape(-1, phase.shape[-1])
-        parts = [self._select(flat[i:i + _INFERENCE_CHUNK],
-                              None if flat_phase is None else flat_phase[i:i + _INFERENCE_CHUNK])
-                 for i in range(0, flat.shape[0], _INFERENCE_CHUNK)]
+        parts = [self._select(flat[i:i + chunk], None if flat_phase is None else flat_phase[i:i + chunk])
+                 for i in range(0, flat.shape[0], chunk)]
         return SelectorOutput(*(torch.cat([getattr(p, f) for p in parts]).reshape(*batch, *getattr(parts[0], f).shape[1:])
                                 for f in ("beams", "weights", "index", "entropy", "active")))
 

@@ -45,7 +45,8 @@ CI band, one panel per value of the other grid parameters.
 
 Execution. ``--workers 1`` (default) runs in this process; ``--workers N`` starts a
 Dask ``LocalCluster(n_workers=N, threads_per_worker=1, processes=True)``;
-``--scheduler tcp://HOST:PORT`` connects to a running Dask scheduler.
+``--scheduler tcp://HOST:PORT`` connects to a running Dask scheduler. ``--device cuda`` runs every task on
+the GPU (tasks in several local workers share it); results have the same format and task ids on every device.
 
 SLURM with dask-jobqueue (not imported by beamattn; ``pip install dask-jobqueue``)::
 
@@ -283,8 +284,12 @@ def task_id(cell: Cell, seed: int, policies: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def run_task(doc: dict, seed: int, policies: list[str], source: str = "<sweep>") -> dict:
-    """Run one task (picklable; runs on a worker): ``{policy: {kpi: mean}}`` for one cell and seed."""
+def run_task(doc: dict, seed: int, policies: list[str], source: str = "<sweep>", device: str = "cpu") -> dict:
+    """Run one task (picklable; runs on a worker): ``{policy: {kpi: mean}}`` for one cell and seed.
+
+    ``device`` (a string such as ``"cpu"`` or ``"cuda:0"``, so that it pickles) is where the task
+    computes; the result has the same format on every device.
+    """
     import torch
 
     from .runner import run_scenario
@@ -295,7 +300,8 @@ def run_task(doc: dict, seed: int, policies: list[str], source: str = "<sweep>")
     try:
         scn = parse_scenario(doc, source=source)
         with contextlib.redirect_stdout(io.StringIO()):
-            res = run_scenario(scn, None, policies=list(policies), seed=seed, progress=False, figures=False)
+            res = run_scenario(scn, None, policies=list(policies), seed=seed, progress=False, figures=False,
+                               device=device)
     finally:
         torch.set_num_threads(threads)
     out = {}
@@ -373,12 +379,18 @@ def _connect(workers: int, scheduler: str | None):
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler: str | None = None,
               client=None, resume: bool = False, progress: bool = True, figures: bool = True,
               task_fn: Callable = run_task, stop_after: int | None = None,
-              on_result: Callable | None = None) -> SweepResult:
+              on_result: Callable | None = None, device: str = "cpu") -> SweepResult:
     """Run the tasks not finished yet, write each result as it arrives, then the summary, table and figures.
 
     ``client``: an existing Dask client (then ``workers``/``scheduler`` are ignored). ``stop_after``,
-    ``on_result(client, n_done)`` and ``task_fn`` are hooks for tests (interrupt, kill a worker).
+    ``on_result(client, n_done)`` and ``task_fn`` are hooks for tests (interrupt, kill a worker);
+    ``task_fn(doc, seed, policies, source, device)`` is called with positional arguments.
+
+    ``device``: where every task computes (``"cuda:0"``: all local or Dask workers share that GPU).
+    Task ids and result files do not depend on it; a sweep resumed on another device therefore mixes
+    numbers that agree only to float32 rounding across devices.
     """
+    device = str(device)  # a string pickles to Dask workers whatever their torch build
     out = Path(out_dir)
     tdir = out / "tasks"
     tasks = sweep.tasks()
@@ -417,7 +429,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
         if todo and client is None and scheduler is None and workers <= 1:
             for tid, cell, seed in todo:
                 t0 = time.perf_counter()
-                results = task_fn(cell.data, seed, sweep.policies, f"{sweep.source}: cell {cell.label}")
+                results = task_fn(cell.data, seed, sweep.policies, f"{sweep.source}: cell {cell.label}", device)
                 finish(tid, cell, seed, results, time.perf_counter() - t0)
                 if on_result is not None:
                     on_result(None, len(ran))
@@ -427,7 +439,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
             if own:
                 client, cluster = _connect(workers, scheduler)
             try:
-                _run_dask(client, sweep, todo, task_fn, finish, on_result, lambda: len(ran))
+                _run_dask(client, sweep, todo, task_fn, finish, on_result, lambda: len(ran), device)
             finally:
                 if own:
                     client.close()
@@ -445,13 +457,13 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
     return SweepResult(summary=summary, table=table, ran=ran, skipped=skipped, redone=redone, out_dir=out)
 
 
-def _run_dask(client, sweep, todo, task_fn, finish, on_result, n_done) -> None:
+def _run_dask(client, sweep, todo, task_fn, finish, on_result, n_done, device: str = "cpu") -> None:
     from distributed import as_completed
 
     futures = {}
     for tid, cell, seed in todo:
         fut = client.submit(_timed, task_fn, cell.data, seed, sweep.policies, f"{sweep.source}: cell {cell.label}",
-                            key=f"beamattn-sweep-{tid}", pure=False, retries=2)
+                            device, key=f"beamattn-sweep-{tid}", pure=False, retries=2)
         futures[fut] = (tid, cell, seed)
     try:
         for fut in as_completed(futures):

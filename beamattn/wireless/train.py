@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..device import describe_device
 from ..io import save_figure_atomic, write_json_atomic
 from .checkpoint import save_selector
 from .runner import TRAIN_STREAM, VALID_STREAM, episodes
@@ -45,11 +46,12 @@ class DecisionPool:
                             self.gain[idx])
 
 
-def collect_pool(scn: Scenario, seed: int, drops: int, stream: int, history: int) -> tuple[DecisionPool, torch.Tensor]:
-    """Decisions of ``drops`` drops from ``stream``; also returns the Set B indices."""
+def collect_pool(scn: Scenario, seed: int, drops: int, stream: int, history: int,
+                 device: torch.device | str = "cpu") -> tuple[DecisionPool, torch.Tensor]:
+    """Decisions of ``drops`` drops from ``stream``, on ``device``; also returns the Set B indices."""
     parts = []
     set_b = None
-    for _, ep, _ in episodes(scn, seed, drops, stream=stream):
+    for _, ep, _ in episodes(scn, seed, drops, device=device, stream=stream):
         m = ep.num_beams
         rsrp, phase = ep.history(history)  # [B, D, L, K]
         parts.append((rsrp[..., :m].flatten(0, 1), None if phase is None else phase[:, :, -1, :m].flatten(0, 1),
@@ -75,8 +77,14 @@ def _validate(sel: AttentionSelector, pool: DecisionPool, rho: float) -> dict:
 
 
 def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = None, progress: bool = True,
-                   steps: int | None = None) -> dict:
-    """Train the scenario's selector; write ``selector.safetensors``, ``train_log.json`` and a curve figure."""
+                   steps: int | None = None, device: torch.device | str = "cpu") -> dict:
+    """Train the scenario's selector; write ``selector.safetensors``, ``train_log.json`` and a curve figure.
+
+    The decision pools, the selector and the optimiser live on ``device``. Minibatch indices and the
+    initial weights are drawn on the CPU (the same sequence on every device); the checkpoint is
+    written from CPU copies and loads on any device.
+    """
+    device = torch.device(device)
     tc = scn.training
     seed = tc.seed if seed is None else seed
     steps = tc.steps if steps is None else steps
@@ -86,14 +94,14 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
     torch.manual_seed(seed)
     t0 = time.time()
     _log(progress, f"collecting {tc.drops} training and {max(16, tc.drops // 4)} validation drops ...")
-    train, set_b = collect_pool(scn, seed, tc.drops, TRAIN_STREAM, cfg.history)
-    valid, _ = collect_pool(scn, seed, max(16, tc.drops // 4), VALID_STREAM, cfg.history)
+    train, set_b = collect_pool(scn, seed, tc.drops, TRAIN_STREAM, cfg.history, device)
+    valid, _ = collect_pool(scn, seed, max(16, tc.drops // 4), VALID_STREAM, cfg.history, device)
     from .runner import make_codebooks
 
     narrow, _ = make_codebooks(scn)
-    measured = torch.zeros(narrow.num_beams, dtype=torch.bool)
+    measured = torch.zeros(narrow.num_beams, dtype=torch.bool, device=device)
     measured[set_b] = True
-    sel = AttentionSelector(cfg, narrow.beams, measured)
+    sel = AttentionSelector(cfg, narrow.beams.to(device), measured)  # built on the device of its beams
     opt = torch.optim.AdamW(sel.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.1)
     rho = 10 ** (scn.snr_db / 10)
@@ -107,7 +115,7 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
 
         bar = tqdm(total=steps, desc=f"train {scn.name}", file=sys.stderr, leave=False, disable=None)
     for step in range(1, steps + 1):
-        idx = torch.randint(len(train), (min(tc.batch, len(train)),), generator=gen)
+        idx = torch.randint(len(train), (min(tc.batch, len(train)),), generator=gen).to(device)
         se, _ = _objective(sel, train.take(idx), rho)
         loss = -se.mean()
         opt.zero_grad(set_to_none=True)
@@ -141,7 +149,7 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
                          extra={"scenario": scn.name, "train_seed": seed, "steps": steps, "valid": final})
     result = {"checkpoint": str(ckpt), "scenario": scn.name, "seed": seed, "steps": steps, "train_decisions": len(train),
               "valid_decisions": len(valid), "valid_best": final, "elapsed_s": time.time() - t0, "log": log,
-              "selector": cfg.to_dict()}
+              "selector": cfg.to_dict(), "device": describe_device(device)}
     write_json_atomic(out_dir / "train_log.json", result)
     _curve(log, scn, out_dir / "training_curve.png")
     _log(progress, f"trained in {result['elapsed_s']:.1f} s: validation SE {final['se']:.3f} b/s/Hz, loss to genie "
