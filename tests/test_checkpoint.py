@@ -134,10 +134,11 @@ def test_file_is_plain_safetensors_with_json_metadata(tmp_path):
     meta = header.pop("__metadata__")
     assert set(meta) == {"beamattn_config"} and all(isinstance(v, str) for v in meta.values())
     json.loads(meta["beamattn_config"])
-    assert set(header) == set(sel.state_dict())
+    assert set(header) == set(sel.state_dict()) | {"codebook.real", "codebook.imag"}
     for name, entry in header.items():
         assert entry["dtype"] in {"F32", "F64", "F16", "BF16"}, name
-        assert entry["shape"] == list(sel.state_dict()[name].shape), name
+        expected = sel.state_dict()[name].shape if name in sel.state_dict() else BEAMS.shape
+        assert entry["shape"] == list(expected), name
     # the tensors fill the rest of the file exactly
     (length,) = struct.unpack("<Q", data[:8])
     assert max(e["data_offsets"][1] for e in header.values()) == len(data) - 8 - length
@@ -189,6 +190,19 @@ def test_checkpoint_for_another_codebook_size_is_refused(tmp_path):
     other = dft_codebook(ULA(N), 1).beams  # M = 8
     with pytest.raises(CheckpointError, match="num_beams"):
         load_selector(path, other, torch.ones(8, dtype=torch.bool))
+
+
+def test_checkpoint_stores_its_codebook_and_refuses_another_of_the_same_size(tmp_path):
+    from safetensors.torch import load_file
+
+    path = save_selector(_selector(), tmp_path / "sel.safetensors")
+    state = load_file(str(path))
+    torch.testing.assert_close(torch.complex(state["codebook.real"], state["codebook.imag"]), BEAMS)
+    rotated = BEAMS.roll(1, dims=0)  # the same beams in another order: same M, N, different values
+    with pytest.raises(CheckpointError, match=r"made for another codebook of the same size \[M=16, N=8\]"):
+        load_selector(path, rotated, SET_B)
+    # A change within float32 storage error is the same codebook.
+    load_selector(path, BEAMS * (1 + 1e-7), SET_B)
 
 
 def test_checkpoint_for_another_array_is_refused(tmp_path):

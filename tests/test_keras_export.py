@@ -87,7 +87,36 @@ def test_export_keras_from_a_checkpoint(tmp_path):
     f = read_selector_file(export_keras(ckpt, tmp_path / "keras.safetensors"))
     np.testing.assert_array_equal(f.codebook, BEAMS.numpy())  # the ULA DFT codebook, M/N = 4x oversampled
     np.testing.assert_array_equal(f.weights["query"], sel.query.detach().numpy())
-    assert f.selector == sel.config.to_dict() and "ULA DFT" in f.metadata["source"]
+    assert f.selector == sel.config.to_dict() and "stored in the checkpoint" in f.metadata["source"]
+
+
+def test_export_keras_takes_a_non_dft_codebook_from_the_checkpoint(tmp_path):
+    # A codebook no rule could rebuild (random unit-norm beams): the checkpoint carries it.
+    g = torch.Generator().manual_seed(3)
+    beams = torch.randn(12, 5, dtype=torch.complex64, generator=g)
+    beams = beams / torch.linalg.vector_norm(beams, dim=-1, keepdim=True)
+    measured = torch.zeros(12, dtype=torch.bool)
+    measured[::3] = True
+    torch.manual_seed(0)
+    sel = AttentionSelector(SelectorConfig(d_model=8, history=2, neighbours=1), beams, measured)
+    ckpt = save_selector(sel, tmp_path / "selector.safetensors")
+    f = read_selector_file(export_keras(ckpt, tmp_path / "keras.safetensors"))
+    np.testing.assert_array_equal(f.codebook, beams.numpy())
+
+
+def test_export_keras_of_an_old_checkpoint_rebuilds_the_ula_codebook(tmp_path):
+    # Checkpoints written before codebooks were stored: the ULA DFT codebook with M/N oversampling.
+    from safetensors.torch import load_file, safe_open, save_file
+
+    sel = _selector(normalizer="sparsemax", mode="soft")
+    ckpt = save_selector(sel, tmp_path / "selector.safetensors")
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = fh.metadata()
+    old = {k: v for k, v in load_file(str(ckpt)).items() if not k.startswith("codebook.")}
+    save_file(old, str(tmp_path / "old.safetensors"), metadata=meta)
+    f = read_selector_file(export_keras(tmp_path / "old.safetensors", tmp_path / "keras.safetensors"))
+    np.testing.assert_array_equal(f.codebook, BEAMS.numpy())
+    assert "ULA DFT" in f.metadata["source"]
 
 
 def test_export_keras_with_a_scenario_codebook(tmp_path):

@@ -94,8 +94,8 @@ def _effective(sample, ep, beams: torch.Tensor | None) -> torch.Tensor:
     h = sample.h if sample.wideband else sample.h[:, :, None, :]  # [B, T, Fc, N]
     t_max = h.shape[1] - 1
     tl = ep.timeline
-    idx = (tl.use_start[:, None] + torch.arange(tl.use_len + 1, device=tl.use_start.device)[None]).clamp(max=t_max)
-    hu = h[:, idx]  # [B, D, P+1, Fc, N]
+    idx = (tl.use_start[:, None] + torch.arange(tl.use_len + 1)[None]).clamp(max=t_max)  # [D, P+1], host-side
+    hu = h[:, idx.to(h.device)]  # [B, D, P+1, Fc, N]
     if beams is None:
         return torch.linalg.vector_norm(hu, dim=-1).to(torch.complex64)  # [B, D, P+1, Fc]
     return torch.einsum("bdpfn,bdn->bdpf", hu, beams.to(hu.dtype)).to(torch.complex64)

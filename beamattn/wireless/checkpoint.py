@@ -2,7 +2,10 @@
 
 One file, ``*.safetensors``; its metadata holds ``beamattn_config``: the selector
 config, the codebook size ``M``, antennas ``N``, the Set B indices and the scenario
-it was trained on. Loading refuses a checkpoint made for another configuration.
+it was trained on. Beside the weights it stores the codebook the selector was trained
+for (``codebook.real`` / ``codebook.imag`` ``[M, N]`` float32), so that exporters need
+not rebuild it and loading can refuse another codebook of the same size. Loading
+refuses a checkpoint made for another configuration.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import torch
 from .. import __version__
 from .selector import AttentionSelector, SelectorConfig
 
-__all__ = ["save_selector", "load_selector", "read_checkpoint_config", "CheckpointError"]
+__all__ = ["save_selector", "load_selector", "read_checkpoint_config", "stored_codebook", "CheckpointError"]
 
 _KEY = "beamattn_config"
+_CODEBOOK = ("codebook.real", "codebook.imag")  # the values [M, N], stored beside the weights
+_CODEBOOK_TOL = 1e-5  # float32 storage of unit-norm beams
 
 
 class CheckpointError(ValueError):
@@ -40,6 +45,8 @@ def save_selector(selector: AttentionSelector, path: str | Path, extra: dict | N
         **(extra or {}),
     }
     state = {k: v.detach().cpu().contiguous() for k, v in selector.state_dict().items()}
+    beams = selector.beams.detach().cpu().to(torch.complex64)  # [M, N]
+    state[_CODEBOOK[0]], state[_CODEBOOK[1]] = beams.real.contiguous(), beams.imag.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -112,6 +119,13 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
         raise CheckpointError(f"checkpoint {path}: bad selector config ({e})") from None
     selector = AttentionSelector(config, beams, measured)
     state = load_file(str(path))
+    stored = stored_codebook(state, path)
+    if stored is not None and not torch.allclose(stored.to(torch.complex128), beams.detach().cpu().to(torch.complex128),
+                                                 atol=_CODEBOOK_TOL, rtol=0):
+        err = float((stored.to(torch.complex128) - beams.detach().cpu().to(torch.complex128)).abs().max())
+        raise CheckpointError(f"checkpoint {path}: made for another codebook of the same size [M={m}, N={n}] "
+                              f"(largest beam difference {err:.3g}); expected this scenario's codebook")
+    state = {k: v for k, v in state.items() if k not in _CODEBOOK}
     missing = set(selector.state_dict()) ^ set(state)
     if missing:
         raise CheckpointError(f"checkpoint {path}: weights {sorted(missing)} do not match the selector")
@@ -123,3 +137,14 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
             raise CheckpointError(f"checkpoint {path}: weight {k!r} has NaN/Inf values")
     selector.load_state_dict({k: v.to(beams.device) for k, v in state.items()})  # checked on the CPU, then moved
     return selector.eval()
+
+
+def stored_codebook(state: dict, path: str | Path) -> torch.Tensor | None:
+    """The codebook ``[M, N]`` complex64 stored in a checkpoint's tensors ``state``; None for checkpoints
+    written before codebooks were stored."""
+    if not any(k in state for k in _CODEBOOK):
+        return None
+    if not all(k in state for k in _CODEBOOK) or state[_CODEBOOK[0]].shape != state[_CODEBOOK[1]].shape \
+            or state[_CODEBOOK[0]].dim() != 2:
+        raise CheckpointError(f"checkpoint {path}: corrupt codebook tensors; expected {_CODEBOOK} of one shape [M, N]")
+    return torch.complex(state[_CODEBOOK[0]].float(), state[_CODEBOOK[1]].float())  # [M, N]

@@ -1,10 +1,11 @@
 """``beamattn export --format keras``: write a selector for :mod:`beamattn.keras` (TensorFlow pipelines).
 
 The Keras layer needs the selector's config, its weights, Set B and the codebook
-(the values). A checkpoint of ``beamattn train`` holds the first three; the codebook
-is rebuilt: from ``--scenario`` when given, otherwise as the DFT codebook of a
-uniform linear array with ``N`` antennas and ``M/N``-fold oversampling — the codebook
-of every shipped scenario. The file format is described in
+(the values). A checkpoint of ``beamattn train`` holds all four. The codebook comes
+from ``--scenario`` when given (and must equal the stored one), else from the
+checkpoint; checkpoints written before codebooks were stored get the DFT codebook of
+a uniform linear array with ``N`` antennas and ``M/N``-fold oversampling — the
+codebook of every shipped scenario. The file format is described in
 :mod:`beamattn.keras.selector_file`; arrays are written as float32 (complex64 codebook).
 """
 
@@ -16,7 +17,7 @@ import torch
 
 from .. import __version__
 from ..keras.selector_file import write_selector_file
-from .checkpoint import CheckpointError, load_selector, read_checkpoint_config
+from .checkpoint import CheckpointError, load_selector, read_checkpoint_config, stored_codebook
 from .selector import AttentionSelector
 
 __all__ = ["export_keras", "export_selector_keras", "checkpoint_codebook"]
@@ -67,6 +68,14 @@ def checkpoint_codebook(meta: dict, scenario: str | Path | None, path: Path) -> 
             raise CheckpointError(f"checkpoint {path}: made for num_beams = {m}, num_ant = {n}, but scenario "
                                   f"{scenario} has a codebook of {beams.shape[0]} beams x {beams.shape[1]} antennas")
         return beams, f"scenario {scenario}"
+    from safetensors.torch import load_file
+
+    stored = stored_codebook(load_file(str(path)), path)
+    if stored is not None:
+        if tuple(stored.shape) != (m, n):
+            raise CheckpointError(f"checkpoint {path}: stored codebook has shape {tuple(stored.shape)}; expected "
+                                  f"[num_beams, num_ant] = [{m}, {n}]")
+        return stored, "codebook stored in the checkpoint"
     if m % n != 0:
         raise CheckpointError(f"checkpoint {path}: num_beams = {m} is not a multiple of num_ant = {n}, so the "
                               "codebook is not a ULA DFT codebook; pass --scenario with the scenario it was "
@@ -83,8 +92,9 @@ def export_keras(checkpoint_path: str | Path, out_path: str | Path, scenario: st
     Args:
         checkpoint_path: the ``selector.safetensors`` written by ``beamattn train``.
         out_path: the ``.safetensors`` file to write (atomically).
-        scenario: the scenario file whose codebook the selector was trained for; default: a ULA DFT
-            codebook with ``N`` antennas and ``M/N``-fold oversampling (as in every shipped scenario).
+        scenario: the scenario file whose codebook the selector was trained for (checked against the
+            codebook stored in the checkpoint); default: the stored codebook (older checkpoints: a ULA DFT
+            codebook with ``N`` antennas and ``M/N``-fold oversampling, as in every shipped scenario).
 
     Returns:
         ``out_path`` as a Path.
