@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_core.py --out results/bench_core.json
 	$(PY) scripts/bench_wireless.py --out results/bench_wireless.json
 	$(PY) scripts/bench_sweep.py
+	$(PY) scripts/bench_linklevel.py --out results/bench_linklevel.json
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) results build *.egg-info

@@ -184,3 +184,18 @@ def test_mrt_is_per_instant_conjugate_beamforming_at_link_level():
     g_genie = _effective(sample, ep, genie)[:, :, :p].abs().pow(2).mean((-2, -1))
     torch.testing.assert_close(g_genie, ep.gain_use.amax(-1).to(g_genie.dtype), rtol=1e-4, atol=1e-6)
     assert bool((power >= g_genie - 1e-5).all())
+
+
+def test_pilots_are_fixed_and_leave_sionnas_random_stream_alone():
+    # Two chains have the same pilots (so one seed fixes every LS/LMMSE number), and building a chain
+    # does not shift Sionna's random stream.
+    from sionna.phy import config
+
+    config.seed = 11
+    a = LinkChain(LinkConfig(num_subcarriers=24))
+    after_build = config.torch_rng("cpu").get_state()
+    config.seed = 11
+    b = LinkChain(LinkConfig(num_subcarriers=24))
+    assert torch.equal(a.rg.pilot_pattern.pilots, b.rg.pilot_pattern.pilots)
+    config.seed = 11
+    assert torch.equal(config.torch_rng("cpu").get_state(), after_build)

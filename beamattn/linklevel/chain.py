@@ -34,6 +34,7 @@ from .estimation import LMMSESlotEstimator, slot_correlation
 __all__ = ["ESTIMATORS", "LinkChain", "LinkConfig", "SelectorBlock", "ebno_to_no", "reference_awgn_errors"]
 
 ESTIMATORS = ("ls", "lmmse", "perfect")
+_PILOT_SEED = 0  # fixes the pilot sequence of every LinkChain
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class LinkChain:
     """The link: :meth:`errors` sends one codeword per slot through given effective channels."""
 
     def __init__(self, config: LinkConfig | None = None, precision: str = "single", device: str = "cpu") -> None:
+        from sionna.phy import config as sn_config
         from sionna.phy.channel import ApplyOFDMChannel
         from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
         from sionna.phy.mapping import BinarySource, Demapper, Mapper
@@ -106,9 +108,17 @@ class LinkChain:
 
         self.config = cfg = config or LinkConfig()
         kw = dict(precision=precision, device=device)
-        self.rg = ResourceGrid(num_ofdm_symbols=cfg.num_ofdm_symbols, fft_size=cfg.num_subcarriers,
-                               subcarrier_spacing=cfg.subcarrier_spacing, num_tx=1, num_streams_per_tx=1,
-                               pilot_pattern="kronecker", pilot_ofdm_symbol_indices=list(cfg.pilot_symbols), **kw)
+        # The Kronecker pattern draws random QPSK pilots from Sionna's generator: draw them from a fixed
+        # seed (and leave the generator's stream as it was), so that the same seed gives the same numbers.
+        rng = sn_config.torch_rng(device)
+        state = rng.get_state()
+        rng.manual_seed(_PILOT_SEED)
+        try:
+            self.rg = ResourceGrid(num_ofdm_symbols=cfg.num_ofdm_symbols, fft_size=cfg.num_subcarriers,
+                                   subcarrier_spacing=cfg.subcarrier_spacing, num_tx=1, num_streams_per_tx=1,
+                                   pilot_pattern="kronecker", pilot_ofdm_symbol_indices=list(cfg.pilot_symbols), **kw)
+        finally:
+            rng.set_state(state)
         self.num_data_symbols = int(self.rg.num_data_symbols)
         self.n = self.num_data_symbols * cfg.bits_per_symbol
         self.k = int(round(cfg.code_rate * self.n))
