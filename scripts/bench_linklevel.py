@@ -55,7 +55,7 @@ import torch  # noqa: E402
 
 from beamattn import __version__  # noqa: E402
 from beamattn.io import write_json_atomic  # noqa: E402
-from beamattn.linklevel.chain import LinkChain, LinkConfig  # noqa: E402
+from beamattn.linklevel.chain import PILOT_SEED, LinkChain, LinkConfig  # noqa: E402
 
 DEFAULT_OUT = Path("results/bench_linklevel.json")
 
@@ -124,6 +124,10 @@ class DirectChain:
         from sionna.phy.mimo import StreamManagement
         from sionna.phy.ofdm import LMMSEEqualizer, LSChannelEstimator, ResourceGrid, ResourceGridMapper
 
+        from sionna.phy import config
+
+        # The same pilot sequence as LinkChain's (a Kronecker pattern draws random QPSK pilots).
+        config.torch_rng("cpu").manual_seed(PILOT_SEED)
         rg = ResourceGrid(num_ofdm_symbols=14, fft_size=num_subcarriers, subcarrier_spacing=30e3, num_tx=1,
                           num_streams_per_tx=1, pilot_pattern="kronecker", pilot_ofdm_symbol_indices=[2, 11])
         self.rg = rg
@@ -183,9 +187,8 @@ def _link_config(mod: str, estimator: str, f: int) -> LinkConfig:
 
 
 def _seeded(build, seed: int):
-    """Build a chain with Sionna's RNG seeded first: the Kronecker pilot pattern of ``ResourceGrid`` draws
-    random QPSK pilots from Sionna's global RNG when it is made, so two chains give the same outputs for
-    the same seed only when they were built from the same RNG state."""
+    """Build a chain with Sionna's RNG seeded first, so that ``--seed`` fixes every number of the run
+    (the pilots themselves come from ``PILOT_SEED`` in both chains)."""
     import sionna.phy
 
     sionna.phy.config.seed = seed

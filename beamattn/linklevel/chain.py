@@ -34,7 +34,7 @@ from .estimation import LMMSESlotEstimator, slot_correlation
 __all__ = ["ESTIMATORS", "LinkChain", "LinkConfig", "SelectorBlock", "ebno_to_no", "reference_awgn_errors"]
 
 ESTIMATORS = ("ls", "lmmse", "perfect")
-_PILOT_SEED = 0  # fixes the pilot sequence of every LinkChain
+PILOT_SEED = 0  # fixes the pilot sequence of every LinkChain
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class LinkChain:
         # seed (and leave the generator's stream as it was), so that the same seed gives the same numbers.
         rng = sn_config.torch_rng(device)
         state = rng.get_state()
-        rng.manual_seed(_PILOT_SEED)
+        rng.manual_seed(PILOT_SEED)
         try:
             self.rg = ResourceGrid(num_ofdm_symbols=cfg.num_ofdm_symbols, fft_size=cfg.num_subcarriers,
                                    subcarrier_spacing=cfg.subcarrier_spacing, num_tx=1, num_streams_per_tx=1,
