@@ -199,3 +199,13 @@ def test_pilots_are_fixed_and_leave_sionnas_random_stream_alone():
     assert torch.equal(a.rg.pilot_pattern.pilots, b.rg.pilot_pattern.pilots)
     config.seed = 11
     assert torch.equal(config.torch_rng("cpu").get_state(), after_build)
+
+
+@pytest.mark.parametrize("errors,blocks", [(0, 100), (3, 100), (50, 200), (200, 200), (1, 7)])
+def test_bler_interval_is_scipys_wilson_interval(errors, blocks):
+    from scipy.stats import binomtest
+
+    from beamattn.linklevel.run import wilson_interval
+
+    ref = binomtest(errors, blocks).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_interval(errors, blocks) == pytest.approx((ref.low, ref.high), abs=1e-4)

@@ -39,7 +39,7 @@ import torch
 from ..io import save_figure_atomic, write_json_atomic
 from .chain import LinkChain, LinkConfig
 
-__all__ = ["default_snr_list", "parse_snr_list", "run_linklevel", "slot_channels"]
+__all__ = ["default_snr_list", "parse_snr_list", "run_linklevel", "slot_channels", "wilson_interval"]
 
 
 def parse_snr_list(text: str | None) -> list[float] | None:
@@ -153,7 +153,7 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
     # 2. The link.
     chain = LinkChain(cfg, device=str(device))
     result = {n: {"snr_db": [], "bler": [], "blocks": [], "errors": [], "throughput_bits": [],
-                  "throughput_mbps": []} for n in names}
+                  "throughput_mbps": [], "bler_ci95": []} for n in names}
     for name in names:
         if cfg.estimator == "lmmse":
             chain.set_correlation(slot_channels(g[name], slots[:correlation_slots], dt, cfg))
@@ -177,6 +177,7 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
             r["errors"].append(errors)
             r["throughput_bits"].append((1 - bler) * chain.k)
             r["throughput_mbps"].append((1 - bler) * chain.k / cfg.slot_duration / 1e6)
+            r["bler_ci95"].append(list(wilson_interval(errors, blocks)))
             say(f"linklevel {name} @ {snr:g} dB: BLER {bler:.4f} ({errors}/{blocks}) [{time.time() - t0:.1f} s]")
 
     elapsed = time.time() - t_start
@@ -209,23 +210,42 @@ def _table(out: dict, k: int) -> str:
     return "\n".join(lines)
 
 
+def wilson_interval(errors: int, blocks: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a BLER measured as ``errors`` of ``blocks`` (valid at 0 errors too)."""
+    p = errors / blocks
+    den = 1 + z * z / blocks
+    mid = (p + z * z / (2 * blocks)) / den
+    half = z * math.sqrt(p * (1 - p) / blocks + z * z / (4 * blocks * blocks)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
 def _plot(out: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     floor = 1.0
     for name, r in out["results"].items():
-        b = np.array(r["bler"], dtype=float)
-        floor = min(floor, 0.5 / max(r["blocks"]))
-        ax.semilogy(r["snr_db"], np.maximum(b, 0.5 / np.array(r["blocks"])), "o-", label=name)
-    ax.set_ylim(floor / 2, 1.5)
+        x, b = np.array(r["snr_db"]), np.array(r["bler"], dtype=float)
+        lo, hi = np.array([wilson_interval(e, n) for e, n in zip(r["errors"], r["blocks"])]).T
+        floor = min(floor, float(lo[lo > 0].min()) if (lo > 0).any() else floor, float(hi.min()))
+        line, = ax.semilogy(x, np.where(b > 0, b, np.nan), "o-", label=name)
+        c = line.get_color()
+        ax.fill_between(x, np.maximum(lo, 1e-9), hi, color=c, alpha=0.12, lw=0)
+        zero = b == 0  # no block error seen: the BLER is below the interval's upper end, drawn hollow there
+        if zero.any():
+            ax.semilogy(x[zero], hi[zero], "v", mfc="none", color=c)
+    ax.set_ylim(floor / 2, 1.3)
     ax.set_xlabel("transmit SNR ρ (dB)")
-    ax.set_ylabel("BLER (zero errors drawn at 0.5/blocks)")
-    ax.set_title(f"{out['scenario']}: {out['link']['bits_per_symbol']} bit/sym, rate {out['link']['code_rate']:g}")
+    ax.set_ylabel("BLER")
+    link = out["link"]
+    ax.set_title(f"{out['scenario']}: {2 ** link['bits_per_symbol']}-QAM, rate {link['code_rate']:g}, "
+                 f"k = {link['k']}, {link['estimator']} CSI\n(bands: 95% Wilson intervals; ▽: no errors, upper bound)",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
     save_figure_atomic(fig, path)
     plt.close(fig)
