@@ -45,7 +45,7 @@ def test_quick_run_writes_expected_json(bench, tmp_path, capsys):
 
     thr = data["throughput"]
     assert {(r["modulation"], r["estimator"]) for r in thr} == {(m, e) for m in bench.MODULATIONS
-                                                                 for e in ("ls", "perfect")}
+                                                                 for e in ("ls", "lmmse", "perfect")}
     for r in thr:
         assert r["codewords_per_s"] > 0 and r["ms_per_batch"] > 0 and 0 <= r["bler"] <= 1
         assert r["k"] < r["n"] and r["batch"] == 8
