@@ -369,7 +369,9 @@ def _connect(workers: int, scheduler: str | None):
         raise SweepError("sweep: --workers > 1 and --scheduler need Dask: pip install 'beamattn[dask]'") from None
     if scheduler is not None:
         try:
-            return Client(scheduler, timeout="20s"), None
+            # Dask's connect timeout (distributed.comm.timeouts.connect, default 30 s; set it with
+            # DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s) bounds the wait for an unreachable scheduler.
+            return Client(scheduler), None
         except (OSError, TimeoutError, ValueError) as e:
             raise SweepError(f"sweep: cannot connect to scheduler {scheduler!r}: {e}".replace("\n", " ")) from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
