@@ -6,9 +6,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["write_json_atomic", "write_text_atomic", "save_figure_atomic"]
+__all__ = ["write_file_atomic", "write_json_atomic", "write_text_atomic", "save_figure_atomic"]
 
 _FILE_MODE = 0o644
 
@@ -36,17 +36,27 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_figure_atomic(fig, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Save a Matplotlib figure atomically (same folder temp file, then rename)."""
+def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
+    """Atomically create ``path`` with ``write(tmp_name)``, a writer that takes a file name (safetensors'
+    ``save_file``, ``np.savez``, ``fig.savefig``): a temporary file in the same folder, then ``os.replace``.
+
+    ``suffix``: the temporary file's suffix, for writers that choose the format by it (or append one).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        fig.savefig(tmp, **{"dpi": 130, "bbox_inches": "tight", **kwargs})
+        write(tmp)
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Save a Matplotlib figure atomically (same folder temp file, then rename)."""
+    options = {"dpi": 130, "bbox_inches": "tight", **kwargs}
+    return write_file_atomic(path, lambda tmp: fig.savefig(tmp, **options), suffix=Path(path).suffix)

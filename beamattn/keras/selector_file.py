@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..io import write_file_atomic
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SelectorFile", "SelectorFileError", "check_selector_config",
            "read_selector_file", "write_selector_file"]
@@ -178,17 +178,7 @@ def write_selector_file(path: str | Path, selector: dict, codebook: np.ndarray, 
     metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "selector": json.dumps(selector),
                 "num_beams": str(m), "num_ant": str(n), "set_b": json.dumps(set_b),
                 "beamattn_version": beamattn_version, "source": source}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(arrays, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file_atomic(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
 
 
 def read_selector_file(path: str | Path) -> SelectorFile:

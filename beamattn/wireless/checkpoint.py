@@ -11,13 +11,12 @@ refuses a checkpoint made for another configuration.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .. import __version__
+from ..io import write_file_atomic
 from .selector import AttentionSelector, SelectorConfig
 
 __all__ = ["save_selector", "load_selector", "read_checkpoint_config", "stored_codebook", "CheckpointError"]
@@ -47,17 +46,7 @@ def save_selector(selector: AttentionSelector, path: str | Path, extra: dict | N
     state = {k: v.detach().cpu().contiguous() for k, v in selector.state_dict().items()}
     beams = selector.beams.detach().cpu().to(torch.complex64)  # [M, N]
     state[_CODEBOOK[0]], state[_CODEBOOK[1]] = beams.real.contiguous(), beams.imag.contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={_KEY: json.dumps(meta)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file_atomic(path, lambda tmp: save_file(state, tmp, metadata={_KEY: json.dumps(meta)}))
 
 
 def read_checkpoint_config(path: str | Path) -> dict:

@@ -10,13 +10,12 @@ The same drops as ``beamattn run`` with the same seed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io import write_file_atomic
 from .runner import channel_chunks, make_codebooks
 from .scenario import Scenario
 
@@ -50,15 +49,7 @@ def export_channels(scn: Scenario, out: str | Path, seed: int | None = None,
     if freqs is not None:
         arrays["subcarrier_frequencies"] = freqs.cpu().numpy()
     arrays["meta"] = np.array(json.dumps({"scenario": scn.to_dict(), "seed": seed}))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # np.savez appends ".npz" to a name without it: the temporary file keeps that suffix.
+    write_file_atomic(out, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
     print(f"wrote {out}: {arrays['h'].shape[0]} drops, h {arrays['h'].shape}")
     return out
