@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,12 +144,8 @@ def test_sionna_cdl_scenario_runs_end_to_end():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vehicular-60", "vehicular-120", "vehicular-60-cophase", "pedestrian-umi",
-                                  "highspeed-300", "indoor-blockage", "sionna-cdl-c", "sionna-umi-track",
-                                  "pedestrian-umi-cophase", "static-cophase"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parent.parent / "scenarios").glob("*.toml")))
 def test_every_scenario_runs(name, tmp_path):
-    from pathlib import Path
-
     from beamattn.wireless.scenario import load_scenario
 
     scn = load_scenario(Path(__file__).parent.parent / "scenarios" / f"{name}.toml")
