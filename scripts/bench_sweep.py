@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from beamattn.io import write_json_atomic  # noqa: E402
-from beamattn.wireless.sweep import parse_sweep, read_task_result, run_sweep  # noqa: E402
+from beamattn.wireless.sweep import local_cluster, parse_sweep, read_task_result, run_sweep  # noqa: E402
 
 TARGET = 1.7
 
@@ -57,11 +57,10 @@ def _warm():
 
 
 def timed_cluster(sweep, workers: int, tmp: Path) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with local_cluster(workers) as cluster, Client(cluster) as client:  # the cluster `beamattn sweep --workers` makes
         client.wait_for_workers(workers)
         client.run(_warm)
         startup = time.perf_counter() - t0

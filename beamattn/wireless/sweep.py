@@ -364,7 +364,7 @@ class SweepInterrupted(RuntimeError):
 
 def _connect(workers: int, scheduler: str | None):
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise SweepError("sweep: --workers > 1 and --scheduler need Dask: pip install 'beamattn[dask]'") from None
     if scheduler is not None:
@@ -374,8 +374,23 @@ def _connect(workers: int, scheduler: str | None):
             return Client(scheduler), None
         except (OSError, TimeoutError, ValueError) as e:
             raise SweepError(f"sweep: cannot connect to scheduler {scheduler!r}: {e}".replace("\n", " ")) from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = local_cluster(workers)
     return Client(cluster), cluster
+
+
+def local_cluster(workers: int):
+    """A Dask ``LocalCluster`` of ``workers`` processes with one thread each, for sweeps.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back to the OS
+    sooner). With torch's large, short-lived tensors glibc then trims and re-faults pages on nearly every
+    free: a sweep measured 2x slower in-process with that variable set. The workers keep glibc's own
+    (dynamic) threshold instead. (For ``dask worker`` started by hand, unset it in the shell.)
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler: str | None = None,
