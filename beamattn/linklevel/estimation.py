@@ -55,11 +55,12 @@ class LMMSESlotEstimator:
     """
 
     def __init__(self, pilot_mask: Tensor, pilots: Tensor, correlation: Tensor) -> None:
-        mask = pilot_mask.reshape(pilot_mask.shape[-2:]).bool()  # [S, F]
+        # The filter is computed on the CPU in float64 and moved to each input's device and dtype when used.
+        mask = pilot_mask.detach().cpu().reshape(pilot_mask.shape[-2:]).bool()  # [S, F]
         self.shape = tuple(mask.shape)
         num_re = mask.numel()
         self.pilot_index = mask.flatten().nonzero().flatten()  # [|P|], symbol-major like Sionna's pilots
-        self.pilots = pilots.reshape(-1).to(torch.complex128)  # [|P|]
+        self.pilots = pilots.detach().cpu().reshape(-1).to(torch.complex128)  # [|P|]
         if self.pilots.numel() != self.pilot_index.numel():
             raise ValueError(f"linklevel: {self.pilots.numel()} pilot symbols for {self.pilot_index.numel()} pilot "
                              "positions; expected one symbol per pilot resource element")
@@ -69,7 +70,7 @@ class LMMSESlotEstimator:
         if correlation.shape != (num_re, num_re) or not correlation.is_complex():
             raise ValueError(f"linklevel: argument 'correlation' has shape {tuple(correlation.shape)}, dtype "
                              f"{correlation.dtype}; expected complex [S·F, S·F] = [{num_re}, {num_re}]")
-        self.correlation = correlation.to(torch.complex128)
+        self.correlation = correlation.detach().cpu().to(torch.complex128)
         self._filters: dict[float, tuple[Tensor, Tensor]] = {}
         self._applied_cache: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
