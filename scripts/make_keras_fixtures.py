@@ -15,7 +15,8 @@ For every spec below it writes two files:
 
 The specs cover softmax/sparsemax/entmax15 x soft/hard/topk, learned and untrained, with and
 without co-phasing, batch shapes with 0-2 dims, more reports than the history uses, NaN in the
-unmeasured beams' entries (only Set B entries are read), and a top-k larger than Set B.
+unmeasured beams' entries (only Set B entries are read), a top-k larger than Set B, and UPA grids
+of beams (2-D keys, square and non-square grids, a kernel clipped to the grid).
 ``tests/test_keras_export.py`` regenerates them and checks the committed files equal the fresh ones;
 ``tests/keras/test_keras_selector.py`` (TensorFlow environment) checks the Keras layer against them.
 """
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from beamattn.core.sparsemax import entmax15, sparsemax  # noqa: E402
-from beamattn.wireless.arrays import ULA  # noqa: E402
+from beamattn.wireless.arrays import ULA, UPA  # noqa: E402
 from beamattn.wireless.codebooks import dft_codebook  # noqa: E402
 from beamattn.wireless.keras_export import export_selector_keras  # noqa: E402
 from beamattn.wireless.selector import AttentionSelector, SelectorConfig  # noqa: E402
@@ -54,6 +55,9 @@ class Spec:
     ``oversampling`` sets ``M = 16 * oversampling``; Set B is every ``M/16``-th beam from
     ``set_b_offset`` (16 beams); ``batch`` the leading dims of the inputs; ``extra_reports``
     reports beyond the history ``L``; ``nan_unmeasured`` puts NaN in the unmeasured beams' entries.
+    ``upa = (rows, cols)`` (``rows·cols = 16``) uses a UPA's DFT grid of beams instead, oversampled
+    by ``oversampling`` on both axes (``M = 16·oversampling²``), with the selector's ``grid`` set to
+    ``(rows·o, cols·o)`` (2-D keys); Set B is then every ``set_b_step``-th beam from ``set_b_offset``.
     """
 
     name: str
@@ -64,6 +68,8 @@ class Spec:
     with_phase: bool = True
     extra_reports: int = 0
     nan_unmeasured: bool = False
+    upa: tuple[int, int] | None = None
+    set_b_step: int | None = None
 
 
 SPECS = (
@@ -97,17 +103,29 @@ SPECS = (
     Spec("untrained-entmax15-hard", dict(normalizer="entmax15", mode="hard", temperature=10.0), set_b_offset=3),
     Spec("untrained-entmax15-topk", dict(normalizer="entmax15", mode="topk", topk=3, temperature=10.0),
          oversampling=2, batch=(3,)),
+    # UPA grids of beams (2-D keys); appended last, so the seeds of the fixtures above do not change.
+    Spec("learned-sparsemax-soft-upa4x4", dict(normalizer="sparsemax", mode="soft", neighbours=2, d_model=16),
+         oversampling=2, upa=(4, 4), set_b_step=2, set_b_offset=1, nan_unmeasured=True),  # grid 8x8, kernel 5x5
+    Spec("learned-softmax-topk-cophase-upa2x8", dict(normalizer="softmax", mode="topk", topk=4, cophase=True),
+         oversampling=2, upa=(2, 8), set_b_step=4, batch=(2, 3), extra_reports=1),  # grid 4x16, kernel 3x9
 )
 
 
 def build_selector(spec: Spec, seed: int) -> AttentionSelector:
     """The spec's torch selector; learned ones get random, seeded, non-zero weights."""
     learned = spec.name.startswith("learned")
-    cfg = SelectorConfig(**{"history": HISTORY, **spec.config, "learned": learned})
-    beams = dft_codebook(ULA(NUM_ANT), spec.oversampling).beams  # [M, N] complex64
+    if spec.upa is None:
+        cfg = SelectorConfig(**{"history": HISTORY, **spec.config, "learned": learned})
+        beams = dft_codebook(ULA(NUM_ANT), spec.oversampling).beams  # [M, N] complex64
+    else:
+        rows, cols = spec.upa
+        o = spec.oversampling
+        grid = (rows * o, cols * o)
+        cfg = SelectorConfig(**{"history": HISTORY, **spec.config, "learned": learned, "grid": grid})
+        beams = dft_codebook(UPA(rows, cols), (o, o)).beams  # [M, N] complex64, beam m = m_v·M_h + m_h
     m = beams.shape[0]
     measured = torch.zeros(m, dtype=torch.bool)
-    measured[spec.set_b_offset::spec.oversampling] = True  # Set B: 16 of the M beams
+    measured[spec.set_b_offset::spec.set_b_step or spec.oversampling] = True  # Set B (16 of the M beams for a ULA)
     torch.manual_seed(seed)
     sel = AttentionSelector(cfg, beams, measured)
     if learned:

@@ -147,6 +147,26 @@ def test_set_b_indices_size_distinct_spread(m, size):
     assert int(gaps.max()) - int(gaps.min()) <= 1  # as even as integers allow
 
 
+def test_set_b_on_a_upa_grid_is_the_orthogonal_dft_basis():
+    # 4 x 8 UPA, 2x oversampled: an 8 x 16 grid of 128 beams. Set B of 32 = every 2nd row and column,
+    # i.e. the orthogonal DFT basis: mutually orthogonal beams that tile both angle axes.
+    from beamattn.wireless.arrays import UPA
+
+    cb = dft_codebook(UPA(4, 8), 2)
+    assert cb.grid == (8, 16) and dft_codebook(ULA(8), 2).grid is None
+    idx = set_b_indices(cb.num_beams, 32, grid=cb.grid)
+    rows, cols = idx // 16, idx % 16
+    assert set(rows.tolist()) == {0, 2, 4, 6} and set(cols.tolist()) == set(range(0, 16, 2))
+    gram = cb.beams[idx].conj() @ cb.beams[idx].T  # [32, 32]
+    torch.testing.assert_close(gram, torch.eye(32, dtype=gram.dtype), atol=1e-5, rtol=0)
+    # Sizes with no balanced factorisation still give distinct beams spread over both axes.
+    for size in (8, 12, 20):
+        idx = set_b_indices(128, size, grid=(8, 16))
+        assert torch.unique(idx).numel() == size and len(set((idx // 16).tolist())) > 1
+    # A one-row grid is the 1-D rule.
+    assert torch.equal(set_b_indices(16, 4, grid=(1, 16)), set_b_indices(16, 4))
+
+
 def test_set_b_zero_or_full_means_all_beams():
     assert torch.equal(set_b_indices(16, 0), torch.arange(16))
     assert torch.equal(set_b_indices(16, 16), torch.arange(16))

@@ -8,7 +8,9 @@ The same computation as the torch :class:`beamattn.wireless.selector.AttentionSe
   latest report (dB/10, clamped to ``[-4, 0.5]``, 0 for unmeasured beams) for each of
   the last ``L`` reports, plus a measured flag — ``L+1`` channels over the ``M`` beams —
   through a circular convolution along the codebook index (width ``2n+1``) and an exact
-  (erf) GELU: ``k [.., M, d]``.
+  (erf) GELU: ``k [.., M, d]``. With a ``grid`` ``[M_v, M_h]`` (a UPA DFT grid of beams,
+  ``m = m_v·M_h + m_h``) the convolution is circular and 2-D over ``(m_v, m_h)``, kernel
+  ``(2 n_v + 1, 2 n_h + 1)`` with ``n_v = min(n, (M_v-1)//2)``, ``n_h = min(n, (M_h-1)//2)``.
 - **scores**: ``(q · k_i) / sqrt(d) / temperature + b_i`` (learned query ``q``, per-beam
   bias ``b``); the untrained selector scores a measured beam by its latest RSRP in dB
   divided by the temperature (dB) and excludes unmeasured beams.
@@ -31,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from .normalizers import NORMALIZERS
-from .selector_file import check_selector_config, check_set_b, read_selector_file, weight_shapes
+from .selector_file import (SelectorFileError, check_grid, check_selector_config, check_set_b, kernel_radii,
+                            read_selector_file, weight_shapes)
 
 __all__ = ["AttentionSelectorLayer", "relative_rsrp_features"]
 
@@ -61,7 +64,8 @@ class AttentionSelectorLayer(tf.keras.layers.Layer):
 
     Args:
         selector: the selector config, a dict with the fields of ``SelectorConfig``
-            (normalizer, mode, topk, temperature, history, neighbours, d_model, cophase, learned).
+            (normalizer, mode, topk, temperature, history, neighbours, d_model, cophase, learned; and grid
+            ``[M_v, M_h]`` for a UPA grid of beams, whose keys are a circular 2-D convolution).
         num_beams: ``M``, the codebook size (Set A).
         num_ant: ``N``, base-station antennas.
         set_b: indices of the measured beams (Set B), ascending.
@@ -82,7 +86,8 @@ class AttentionSelectorLayer(tf.keras.layers.Layer):
         number of non-zero weights.
 
     Weights (Keras variables): ``codebook_real``/``codebook_imag`` ``[M, N]`` (not trainable) and,
-    when learned, ``key_conv_kernel`` ``[2n+1, L+1, d]`` (``tf.nn.conv1d`` layout), ``key_conv_bias``
+    when learned, ``key_conv_kernel`` ``[2n+1, L+1, d]`` (``tf.nn.conv1d`` layout; with a grid
+    ``[kv, kh, L+1, d]``, ``tf.nn.conv2d`` layout), ``key_conv_bias``
     ``[d]``, ``query`` ``[d]`` and ``beam_bias`` ``[M]`` (trainable).
     """
 
@@ -100,6 +105,10 @@ class AttentionSelectorLayer(tf.keras.layers.Layer):
         cfg = self.selector
         if cfg["mode"] == "topk" and cfg["topk"] > num_beams:
             raise ValueError(f"{where}: field 'topk' = {cfg['topk']} exceeds the codebook size {num_beams}")
+        try:
+            check_grid(cfg, num_beams, where)
+        except SelectorFileError as e:
+            raise ValueError(str(e)) from None
         measured = np.zeros(num_beams, dtype=bool)
         measured[self.set_b] = True
         self._measured_np = measured  # [M] bool (a constant: part of the config, not a weight)
@@ -110,8 +119,11 @@ class AttentionSelectorLayer(tf.keras.layers.Layer):
         self.codebook_imag = self.add_weight(name="codebook_imag", shape=(m, n), initializer="zeros",
                                              trainable=False, dtype="float32")
         if cfg["learned"]:
-            d, c, width = cfg["d_model"], cfg["history"] + 1, 2 * cfg["neighbours"] + 1
-            self.key_conv_kernel = self.add_weight(name="key_conv_kernel", shape=(width, c, d), initializer="zeros",
+            d, c = cfg["d_model"], cfg["history"] + 1
+            n_v, n_h = kernel_radii(cfg)
+            # [2n+1, L+1, d] (tf.nn.conv1d), or [kv, kh, L+1, d] (tf.nn.conv2d) with a grid of beams.
+            kernel = (2 * n_h + 1, c, d) if cfg.get("grid") is None else (2 * n_v + 1, 2 * n_h + 1, c, d)
+            self.key_conv_kernel = self.add_weight(name="key_conv_kernel", shape=kernel, initializer="zeros",
                                                    dtype="float32")
             self.key_conv_bias = self.add_weight(name="key_conv_bias", shape=(d,), initializer="zeros",
                                                  dtype="float32")
@@ -134,8 +146,11 @@ class AttentionSelectorLayer(tf.keras.layers.Layer):
                              f"expected {sorted(expected)}")
         if not expected:
             return
-        conv = np.asarray(arrays["key_conv_weight"], dtype=np.float32)  # [d, L+1, K] (torch Conv1d)
-        self.key_conv_kernel.assign(np.transpose(conv, (2, 1, 0)))  # [K, L+1, d] (tf.nn.conv1d)
+        conv = np.asarray(arrays["key_conv_weight"], dtype=np.float32)  # [d, L+1, K] or [d, L+1, kv, kh] (torch)
+        if conv.ndim == 3:
+            self.key_conv_kernel.assign(np.transpose(conv, (2, 1, 0)))  # [K, L+1, d] (tf.nn.conv1d)
+        else:
+            self.key_conv_kernel.assign(np.transpose(conv, (2, 3, 1, 0)))  # [kv, kh, L+1, d] (tf.nn.conv2d)
         self.key_conv_bias.assign(np.asarray(arrays["key_conv_bias"], dtype=np.float32))
         self.query.assign(np.asarray(arrays["query"], dtype=np.float32))
         self.beam_bias.assign(np.asarray(arrays["beam_bias"], dtype=np.float32))
@@ -173,10 +188,21 @@ class AttentionSelectorLayer(tf.keras.layers.Layer):
         flag = tf.broadcast_to(tf.cast(measured, rel.dtype), tf.shape(rel[:, :1, :]))  # [S, 1, M]
         feat = tf.transpose(tf.concat([rel, flag], axis=1), (0, 2, 1))  # [S, M, L+1] (channels last)
         n, m = cfg["neighbours"], self.num_beams
-        wrap = np.arange(-n, m + n) % m  # circular padding along the codebook index: [M + 2n]
-        padded = tf.gather(feat, wrap, axis=1)  # [S, M + 2n, L+1]
-        k = tf.nn.conv1d(padded, self.key_conv_kernel, stride=1, padding="VALID") + self.key_conv_bias  # [S, M, d]
-        return tf.nn.gelu(k, approximate=False)  # exact (erf) GELU, as torch.nn.GELU()
+        grid = cfg.get("grid")
+        if grid is None:
+            wrap = np.arange(-n, m + n) % m  # circular padding along the codebook index: [M + 2n]
+            padded = tf.gather(feat, wrap, axis=1)  # [S, M + 2n, L+1]
+            k = tf.nn.conv1d(padded, self.key_conv_kernel, stride=1, padding="VALID")  # [S, M, d]
+        else:
+            # A UPA grid of beams, m = m_v·M_h + m_h: circular padding on both grid axes, then a 2-D conv.
+            m_v, m_h = grid
+            n_v, n_h = kernel_radii(cfg)
+            img = tf.reshape(feat, [-1, m_v, m_h, cfg["history"] + 1])  # [S, Mv, Mh, L+1]
+            img = tf.gather(img, np.arange(-n_v, m_v + n_v) % m_v, axis=1)  # [S, Mv + 2n_v, Mh, L+1]
+            img = tf.gather(img, np.arange(-n_h, m_h + n_h) % m_h, axis=2)  # [S, Mv + 2n_v, Mh + 2n_h, L+1]
+            k = tf.nn.conv2d(img, self.key_conv_kernel, strides=1, padding="VALID")  # [S, Mv, Mh, d]
+            k = tf.reshape(k, [-1, m, cfg["d_model"]])  # [S, M, d] in beam order
+        return tf.nn.gelu(k + self.key_conv_bias, approximate=False)  # exact (erf) GELU, as torch.nn.GELU()
 
     def _values(self, phase: tf.Tensor | None, measured: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Real and imaginary parts of the values: ``[M, N]``, or ``[S, M, N]`` co-phased by ``-phase [S, M]``."""

@@ -12,7 +12,9 @@ name                shape               meaning
 ``codebook_imag``   ``[M, N]``          imaginary part
 ``measured``        ``[M]`` uint8       1 for the beams of Set B (the measured ones)
 ``key_conv_weight`` ``[d, L+1, 2n+1]``  learned only: the key convolution (torch Conv1d layout:
-                                        out channels, in channels, width)
+                                        out channels, in channels, width); with a ``grid``,
+                    ``[d, L+1, kv, kh]`` the 2-D one (torch Conv2d layout), ``kv = 2 n_v + 1``,
+                                        ``kh = 2 n_h + 1`` (``n_v = min(n, (M_v-1)//2)``, same for h)
 ``key_conv_bias``   ``[d]``             learned only
 ``query``           ``[d]``             learned only: the query vector
 ``beam_bias``       ``[M]``             learned only: the per-beam score bias
@@ -20,7 +22,8 @@ name                shape               meaning
 
 Metadata (strings): ``format`` = ``"beamattn-keras-selector"``, ``format_version`` = ``"1"``,
 ``selector`` (the selector config as JSON: normalizer, mode, topk, temperature, history ``L``,
-neighbours ``n``, d_model ``d``, cophase, learned), ``num_beams`` (``M``), ``num_ant`` (``N``),
+neighbours ``n``, d_model ``d``, cophase, learned and, for a UPA grid of beams only, grid
+``[M_v, M_h]`` — absent means 1-D keys), ``num_beams`` (``M``), ``num_ant`` (``N``),
 ``set_b`` (JSON list of the measured beam indices), ``beamattn_version`` and ``source``.
 """
 
@@ -36,7 +39,7 @@ import numpy as np
 from ..io import write_file_atomic
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SelectorFile", "SelectorFileError", "check_selector_config",
-           "read_selector_file", "write_selector_file"]
+           "check_grid", "kernel_radii", "read_selector_file", "write_selector_file"]
 
 FORMAT_NAME = "beamattn-keras-selector"
 FORMAT_VERSION = 1
@@ -44,7 +47,8 @@ _CHECKPOINT_KEY = "beamattn_config"  # metadata key of a torch checkpoint (beama
 
 # The fields of beamattn.wireless.selector.SelectorConfig (kept in step by tests/test_keras_export.py).
 _CONFIG_FIELDS = ("normalizer", "mode", "topk", "temperature", "history", "neighbours", "d_model", "cophase",
-                  "learned")
+                  "learned", "grid")
+_OPTIONAL_FIELDS = ("grid",)  # absent = None (files written before the field existed, and every 1-D selector)
 
 
 class SelectorFileError(ValueError):
@@ -83,10 +87,10 @@ def check_selector_config(cfg: object, where: str = "selector") -> dict:
     if not isinstance(cfg, dict):
         raise SelectorFileError(f"{where}: the selector config must be an object, got {type(cfg).__name__}")
     unknown = sorted(set(cfg) - set(_CONFIG_FIELDS))
-    missing = [k for k in _CONFIG_FIELDS if k not in cfg]
+    missing = [k for k in _CONFIG_FIELDS if k not in cfg and k not in _OPTIONAL_FIELDS]
     if unknown or missing:
         raise SelectorFileError(f"{where}: selector config has unknown fields {unknown} and misses {missing}; "
-                                f"expected exactly {list(_CONFIG_FIELDS)}")
+                                f"expected exactly {list(_CONFIG_FIELDS)} ({list(_OPTIONAL_FIELDS)} optional)")
 
     def is_int(v: object) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
@@ -107,15 +111,44 @@ def check_selector_config(cfg: object, where: str = "selector") -> dict:
     for name, ok, expected in checks:
         if not ok:
             raise SelectorFileError(f"{where}: field '{name}' = {cfg[name]!r}; expected {expected}")
-    return {k: cfg[k] for k in _CONFIG_FIELDS}
+    out = {k: cfg[k] for k in _CONFIG_FIELDS if k not in _OPTIONAL_FIELDS}
+    grid = cfg.get("grid")
+    if grid is not None:
+        if not (isinstance(grid, (list, tuple)) and len(grid) == 2 and all(is_int(g) and g >= 1 for g in grid)):
+            raise SelectorFileError(f"{where}: field 'grid' = {grid!r}; expected [M_v, M_h], two integers >= 1, "
+                                    "or none")
+        if grid[0] > 1:  # [1, M] is the 1-D path, stored without the field (as SelectorConfig does)
+            out["grid"] = [int(grid[0]), int(grid[1])]
+    return out
+
+
+def kernel_radii(selector: dict) -> tuple[int, int]:
+    """``(n_v, n_h)``: the key convolution's reach on each grid axis, as ``SelectorConfig.kernel_radii``
+    (``(0, neighbours)`` without a grid)."""
+    n = selector["neighbours"]
+    grid = selector.get("grid")
+    if grid is None:
+        return 0, n
+    return min(n, (grid[0] - 1) // 2), min(n, (grid[1] - 1) // 2)
+
+
+def check_grid(selector: dict, num_beams: int, where: str) -> None:
+    """A config's ``grid`` (if any) must hold the ``M`` beams of the codebook: ``M_v·M_h == M``."""
+    grid = selector.get("grid")
+    if grid is not None and grid[0] * grid[1] != num_beams:
+        raise SelectorFileError(f"{where}: field 'grid' = {list(grid)} has {grid[0] * grid[1]} beams; expected "
+                                f"M_v·M_h = the codebook size M = {num_beams}")
 
 
 def weight_shapes(selector: dict, num_beams: int) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the learned weights of a config (empty for the untrained selector)."""
     if not selector["learned"]:
         return {}
-    d, c, width = selector["d_model"], selector["history"] + 1, 2 * selector["neighbours"] + 1
-    return {"key_conv_weight": (d, c, width), "key_conv_bias": (d,), "query": (d,), "beam_bias": (num_beams,)}
+    d, c = selector["d_model"], selector["history"] + 1
+    n_v, n_h = kernel_radii(selector)
+    # [d, L+1, 2n+1] (Conv1d), or [d, L+1, kv, kh] (Conv2d) with a grid.
+    conv = (d, c, 2 * n_h + 1) if selector.get("grid") is None else (d, c, 2 * n_v + 1, 2 * n_h + 1)
+    return {"key_conv_weight": conv, "key_conv_bias": (d,), "query": (d,), "beam_bias": (num_beams,)}
 
 
 def check_set_b(set_b: object, num_beams: int, where: str) -> list[int]:
@@ -154,6 +187,7 @@ def write_selector_file(path: str | Path, selector: dict, codebook: np.ndarray, 
         raise SelectorFileError(f"{where}: codebook has shape {codebook.shape} and dtype {codebook.dtype}; "
                                 "expected a complex [M, N] array")
     m, n = codebook.shape
+    check_grid(selector, m, where)
     set_b = check_set_b([int(i) for i in set_b], m, where)
     measured = np.zeros(m, dtype=np.uint8)
     measured[set_b] = 1
@@ -221,6 +255,7 @@ def read_selector_file(path: str | Path) -> SelectorFile:
     selector = check_selector_config(selector, where)
     if m < 1 or n < 1:
         raise SelectorFileError(f"{where}: metadata num_beams = {m}, num_ant = {n}; expected integers >= 1")
+    check_grid(selector, m, where)
     set_b = check_set_b(set_b, m, where)
     try:
         with safe_open(str(path), framework="np") as f:

@@ -24,6 +24,7 @@ __all__ = ["save_selector", "load_selector", "read_checkpoint_config", "stored_c
 _KEY = "beamattn_config"
 _CODEBOOK = ("codebook.real", "codebook.imag")  # the values [M, N], stored beside the weights
 _CODEBOOK_TOL = 1e-5  # float32 storage of unit-norm beams
+_ANY_GRID = object()  # load_selector(grid=...) default: take the checkpoint's grid, whatever it is
 
 
 class CheckpointError(ValueError):
@@ -75,12 +76,14 @@ def read_checkpoint_config(path: str | Path) -> dict:
 
 
 def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
-                  overrides: dict | None = None) -> AttentionSelector:
+                  overrides: dict | None = None, grid: tuple[int, int] | None | object = _ANY_GRID
+                  ) -> AttentionSelector:
     """Build a selector for codebook ``beams [M, N]`` and Set B ``measured [M]`` from a checkpoint.
 
     ``overrides`` may change evaluation-only fields (``mode``, ``topk``, ``normalizer`` is NOT one of
     them: the weights were trained for it). A checkpoint for another codebook size, antenna count or
-    Set B is refused.
+    Set B is refused, and so is one whose codebook ``grid`` differs from ``grid`` when it is given
+    (``(M_v, M_h)`` or None for 1-D keys; a checkpoint without the field has grid None).
 
     The weights are read and checked on the CPU and copied into a selector built on the device of
     ``beams`` (a checkpoint written on one device loads on any other).
@@ -106,6 +109,14 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
         config = SelectorConfig(**cfg)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: bad selector config ({e})") from None
+    if grid is not _ANY_GRID:
+        want = SelectorConfig(grid=grid).grid  # normalised as the config does ((1, M) -> None)
+        if config.grid != want:
+            def show(g: tuple[int, int] | None) -> str:
+                return "none (1-D keys)" if g is None else f"{list(g)} (2-D keys)"
+
+            raise CheckpointError(f"checkpoint {path}: made for selector grid = {show(config.grid)}, but this "
+                                  f"scenario has grid = {show(want)}; retrain, or set [selector] grid to match")
     selector = AttentionSelector(config, beams, measured)
     state = load_file(str(path))
     stored = stored_codebook(state, path)

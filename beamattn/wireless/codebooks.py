@@ -72,6 +72,9 @@ class Codebook:
         children: for wide beams, ``children[i]`` lists the indices (into the
             narrow codebook the wide beams were built from) of the narrow beams
             wide beam ``i`` covers; ``None`` otherwise.
+        grid: ``(M_v, M_h)`` when the beams form a 2-D DFT grid (a UPA's
+            codebook, beam ``m = m_v·M_h + m_h``); ``None`` otherwise (ULA, user,
+            wide, subsets).
     """
 
     beams: Tensor
@@ -79,6 +82,7 @@ class Codebook:
     name: str
     directions: Tensor | None = None
     children: list[list[int]] | None = None
+    grid: tuple[int, int] | None = None  # (M_v, M_h) of a UPA DFT grid of beams, beam m = m_v·M_h + m_h
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, AntennaArray):
@@ -256,6 +260,7 @@ def dft_codebook(
         array=array,
         name=name,
         directions=directions.to(_real_dtype(dtype)),
+        grid=(m_v_count, m_h_count) if rows > 1 else None,
     )
 
 

@@ -22,7 +22,8 @@ from .selector import AttentionSelector
 
 __all__ = ["export_keras", "export_selector_keras", "checkpoint_codebook"]
 
-# Learned weights: torch state-dict name -> selector-file name (layouts are kept: Conv1d [d, L+1, K]).
+# Learned weights: torch state-dict name -> selector-file name (layouts are kept: Conv1d [d, L+1, K], or
+# Conv2d [d, L+1, kv, kh] for a UPA grid of beams; the Keras layer transposes to TF's layouts).
 _WEIGHTS = {"key_net.0.weight": "key_conv_weight", "key_net.0.bias": "key_conv_bias", "query": "query",
             "beam_bias": "beam_bias"}
 

@@ -115,13 +115,29 @@ def make_timeline(num_steps: int, dt: float, cfg: MeasurementConfig) -> Timeline
                     history=cfg.history)
 
 
-def set_b_indices(num_beams: int, size: int, device: torch.device | str = "cpu") -> Tensor:
-    """Set B: ``size`` beams spread evenly over the codebook (all beams when size is 0), ``[Mb]`` long."""
+def set_b_indices(num_beams: int, size: int, device: torch.device | str = "cpu",
+                  grid: tuple[int, int] | None = None) -> Tensor:
+    """Set B: ``size`` beams spread evenly over the codebook (all beams when size is 0), ``[Mb]`` long.
+
+    For a 2-D grid of beams ``grid = (M_v, M_h)`` (beam ``m_v·M_h + m_h``), Set B is a sub-grid
+    ``b_v x b_h = size`` spread evenly over both axes, with ``b_v / b_h`` as close as the divisors of
+    ``size`` allow to ``M_v / M_h`` (e.g. an 8 x 16 grid, size 32: every 2nd row and column, the
+    orthogonal DFT basis of a 2x oversampled codebook); evenly spaced indices along ``m`` would take
+    every row and only every few columns.
+    """
     if size == 0 or size == num_beams:
         return torch.arange(num_beams, device=device)
     if size > num_beams:
         raise ValueError(f"measurement: field 'set_b' = {size} is larger than Set A ({num_beams} beams); "
                          f"expected 0 <= set_b <= {num_beams}")
+    if grid is not None and grid[0] > 1:
+        m_v, m_h = grid
+        fits = [b for b in range(1, m_v + 1) if size % b == 0 and size // b <= m_h]
+        if fits:
+            b_v = min(fits, key=lambda b: abs(math.log(b * b * m_h / (size * m_v))))  # b_v/b_h ~ M_v/M_h
+            rows = torch.div(torch.arange(b_v, device=device) * m_v, b_v, rounding_mode="floor")  # [b_v]
+            cols = torch.div(torch.arange(size // b_v, device=device) * m_h, size // b_v, rounding_mode="floor")
+            return (rows[:, None] * m_h + cols[None, :]).reshape(-1)  # [size], ascending
     return torch.div(torch.arange(size, device=device) * num_beams, size, rounding_mode="floor")
 
 
@@ -271,7 +287,7 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
     narrow = codebook.beams.to(h.dtype)  # [M, N]
     gain_use = (torch.matmul(h_u, narrow.T).abs() ** 2).mean(2)  # [B, D, M]
     mrt = torch.diagonal(cov, dim1=-2, dim2=-1).real.sum(-1)  # [B, D]
-    set_b = set_b_indices(codebook.num_beams, cfg.set_b, device=dev)
+    set_b = set_b_indices(codebook.num_beams, cfg.set_b, device=dev, grid=codebook.grid)
     return Episode(codebook=codebook, wide=wide, set_b=set_b, timeline=tl, config=cfg, reports_db=rsrp_db,
                    report_phase=phase, gain_use=gain_use, cov_use=cov, mrt_gain=mrt, snr_db=snr_db, dt=dt,
                    drop_ids=torch.arange(drop_offset, drop_offset + b))

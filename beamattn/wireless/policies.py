@@ -228,7 +228,8 @@ class AttentionPolicy(Policy):
     It measures Set B every period; its overhead is ``|Set B|``.
 
     Args:
-        config: :class:`SelectorConfig` (the scenario's ``[selector]`` table).
+        config: :class:`SelectorConfig` (the scenario's ``[selector]`` table; its ``grid``, set by the
+            scenario for a UPA, must match the checkpoint's).
         checkpoint: a ``.safetensors`` file written by ``beamattn train``.
     """
 
@@ -236,6 +237,7 @@ class AttentionPolicy(Policy):
         from .selector import SelectorConfig
 
         self.config = config or SelectorConfig(learned=False)
+        self._grid_given = config is not None  # a checkpoint's grid is checked against a given config only
         self.checkpoint = checkpoint
         self.selector = selector  # a ready AttentionSelector (training, tests)
 
@@ -255,7 +257,8 @@ class AttentionPolicy(Policy):
             return self.selector
         if self.checkpoint is not None:
             self.selector = load_selector(self.checkpoint, beams, measured,
-                                          overrides={"mode": self.config.mode, "topk": self.config.topk})
+                                          overrides={"mode": self.config.mode, "topk": self.config.topk},
+                                          **({"grid": self.config.grid} if self._grid_given else {}))
         elif self.config.learned and self.selector is not None:
             raise ValueError("policy 'attention': the given trained selector was made for another codebook or Set B")
         else:

@@ -19,7 +19,10 @@ or misspelt fields are errors that name the field and suggest the closest one):
 ``[measurement]``
     the fields of :class:`~beamattn.wireless.measurement.MeasurementConfig`.
 ``[selector]``
-    the fields of :class:`~beamattn.wireless.selector.SelectorConfig`.
+    the fields of :class:`~beamattn.wireless.selector.SelectorConfig`. ``grid`` (the codebook as
+    an ``[M_v, M_h]`` grid of beams, for 2-D angular neighbourhoods in the keys) is set from the
+    array: ``[num_rows·o, num_cols·o]`` for a UPA's DFT codebook, none for a ULA; ``grid = [1, M]``
+    forces the 1-D keys of a ULA on a UPA.
 ``[training]``
     ``drops``, ``steps``, ``batch``, ``lr``, ``seed`` (training seeds are disjoint from
     evaluation seeds by construction), ``weight_decay``.
@@ -184,6 +187,23 @@ def _build(cls, table: dict, section: str, aliases: tuple[str, ...] = (), **extr
         raise ValueError(f"{section}: {e}") from None
 
 
+def _selector_grid(selector: SelectorConfig, table: object, array: AntennaArray, codebook: CodebookConfig,
+                   num_beams: int) -> SelectorConfig:
+    """The selector config with its codebook grid: the UPA DFT grid ``(num_rows·o, num_cols·o)`` unless the
+    ``[selector]`` table gives ``grid`` (checked: ``M_v·M_h`` must be the codebook size); None for a ULA."""
+    given = table.get("grid") if isinstance(table, dict) else None
+    if given is not None:
+        if given[0] * given[1] != num_beams:  # the shape was checked by SelectorConfig
+            raise ValueError(f"selector: field 'grid' = {list(given)} has {given[0] * given[1]} beams; expected "
+                             f"M_v·M_h = {num_beams} (the codebook of {array.num_rows}x{array.num_cols} antennas, "
+                             f"oversampling {codebook.oversampling})")
+        return selector
+    if array.num_rows == 1:
+        return selector
+    o = codebook.oversampling  # make_codebooks oversamples both axes of a UPA by o
+    return dataclasses.replace(selector, grid=(array.num_rows * o, array.num_cols * o))
+
+
 def parse_scenario(data: dict, source: str = "<memory>") -> Scenario:
     """Validate a parsed TOML document and build a :class:`Scenario`."""
     data = dict(data)
@@ -253,6 +273,7 @@ def parse_scenario(data: dict, source: str = "<memory>") -> Scenario:
                        measurement=measurement, selector=selector, training=training, policy_args=policy_args,
                        source=source)
         num_beams = array.num_ant * codebook.oversampling ** (1 if array.num_rows == 1 else 2)
+        scn.selector = _selector_grid(selector, data.get("selector", {}), array, codebook, num_beams)
         if measurement.set_b > num_beams:
             raise ValueError(f"measurement: field 'set_b' = {measurement.set_b} is larger than Set A ({num_beams} "
                              f"beams); expected 0 <= set_b <= {num_beams}")

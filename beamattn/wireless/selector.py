@@ -7,7 +7,9 @@ For every decision the selector attends over the ``M`` beams of Set A:
   measured (Set B) — for the beam and its angular neighbours (the codebook index
   is the angle order of a DFT codebook, circular in spatial frequency), through
   a circular convolution over the codebook index and a GELU (a learned per-beam
-  score bias adds a prior over beams);
+  score bias adds a prior over beams). For a UPA's DFT grid of beams (``grid =
+  (M_v, M_h)``, beam ``m = m_v·M_h + m_h``) the convolution is a circular 2-D one
+  over ``(m_v, m_h)``, so the neighbours are the beams next to it in both angles;
 - **values**: the beam vectors ``v_i`` (as real ``[2N]`` vectors), optionally
   co-phased with the latest reported phase, ``v_i e^{-j φ_i}``, so that a
   combination adds coherently at the user;
@@ -52,9 +54,17 @@ class SelectorConfig:
             in dB (beams within about ``temperature`` dB of the best share the weight).
         history: reports per beam in the keys (``L``).
         neighbours: angular neighbours (codebook indices) on each side whose reports enter a beam's key.
+            With a ``grid``, the same count on each grid axis, clipped so that the kernel is not larger
+            than the grid: kernel ``(2 n_v + 1, 2 n_h + 1)`` with ``n_v = min(neighbours, (M_v - 1) // 2)``
+            and ``n_h = min(neighbours, (M_h - 1) // 2)`` (see :meth:`kernel_radii`).
         d_model: key/query size (the width of the key network).
         cophase: co-phase the values with the reported phases (needs ``with_phase`` reports).
         learned: learned keys and query (trainable); False = the untrained RSRP selector.
+        grid: ``(M_v, M_h)``, the codebook as a UPA DFT grid of beams (beam ``m = m_v·M_h + m_h``,
+            as :func:`~beamattn.wireless.codebooks.dft_codebook`): the key network is then a circular
+            2-D convolution over ``(m_v, m_h)``. ``None`` (or ``M_v == 1``, stored as ``None``) = a
+            circular 1-D convolution over the codebook index (ULA DFT codebooks, user codebooks).
+            Scenarios set it from a UPA's DFT codebook; ``M_v·M_h`` must equal the codebook size.
     """
 
     normalizer: str = "sparsemax"
@@ -66,8 +76,18 @@ class SelectorConfig:
     d_model: int = 32
     cophase: bool = False
     learned: bool = True
+    grid: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        grid = self.grid
+        if grid is not None:
+            ok = (isinstance(grid, (tuple, list)) and len(grid) == 2
+                  and all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid))
+            if not ok:
+                raise ValueError(f"selector: field 'grid' = {grid!r}; expected [M_v, M_h], two integers >= 1, "
+                                 "or none")
+            # (1, M) is the 1-D path: stored as None, so that it has one representation (checkpoints, files).
+            object.__setattr__(self, "grid", None if grid[0] == 1 else (int(grid[0]), int(grid[1])))
         checks = (
             ("normalizer", self.normalizer in ("softmax", "sparsemax", "entmax15"),
              "'softmax', 'sparsemax' or 'entmax15'"),
@@ -82,8 +102,22 @@ class SelectorConfig:
             if not ok:
                 raise ValueError(f"selector: field '{name}' = {getattr(self, name)!r}; expected {expected}")
 
+    def kernel_radii(self) -> tuple[int, int]:
+        """``(n_v, n_h)``: the key convolution's reach on each grid axis (``(0, neighbours)`` without a grid)."""
+        if self.grid is None:
+            return 0, self.neighbours
+        m_v, m_h = self.grid
+        return min(self.neighbours, (m_v - 1) // 2), min(self.neighbours, (m_h - 1) // 2)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as plain JSON types; ``grid`` as a list, and left out when None (so 1-D configs,
+        checkpoints and Keras files are the same as before the field existed)."""
+        d = asdict(self)
+        if self.grid is None:
+            del d["grid"]
+        else:
+            d["grid"] = list(self.grid)
+        return d
 
 
 @dataclass
@@ -134,6 +168,9 @@ class AttentionSelector(nn.Module):
         if measured.shape != beams.shape[:1] or measured.dtype != torch.bool or not bool(measured.any()):
             raise ValueError(f"selector: argument 'measured' must be a bool mask [M={beams.shape[0]}] with at least "
                              f"one True, got shape {tuple(measured.shape)}, dtype {measured.dtype}")
+        if config.grid is not None and config.grid[0] * config.grid[1] != beams.shape[0]:
+            raise ValueError(f"selector: field 'grid' = {list(config.grid)} has {config.grid[0] * config.grid[1]} "
+                             f"beams; expected M_v·M_h = the codebook size M = {beams.shape[0]}")
         self.config = config
         self.num_beams, self.num_ant = beams.shape
         self.register_buffer("beams", beams.clone(), persistent=False)  # [M, N] complex
@@ -144,11 +181,16 @@ class AttentionSelector(nn.Module):
             # sees its beam's reports and those of its angular neighbours, then a GELU; plus a
             # learned per-beam score bias (a prior over beams). The score q·k is then a one-hidden-layer
             # network of the neighbourhood's reports: cheap enough for >100k decisions/s on a CPU.
-            self.key_net = nn.Sequential(
-                nn.Conv1d(config.history + 1, config.d_model, 2 * config.neighbours + 1, padding=config.neighbours,
-                          padding_mode="circular"),
-                nn.GELU(),
-            )
+            # For a UPA grid of beams the convolution is 2-D over (m_v, m_h), circular on both axes (each is
+            # a DFT index, circular in spatial frequency): the neighbours are the adjacent beams in both angles.
+            if config.grid is None:
+                conv: nn.Module = nn.Conv1d(config.history + 1, config.d_model, 2 * config.neighbours + 1,
+                                            padding=config.neighbours, padding_mode="circular")
+            else:
+                n_v, n_h = config.kernel_radii()
+                conv = nn.Conv2d(config.history + 1, config.d_model, (2 * n_v + 1, 2 * n_h + 1),
+                                 padding=(n_v, n_h), padding_mode="circular")
+            self.key_net = nn.Sequential(conv, nn.GELU())
             # Weights in the codebook's precision (float32 for complex64 beams, float64 for complex128) and on
             # its device; random initial values are drawn on the CPU first, so they are the same on every device.
             real, dev = beams.real.dtype, beams.device
@@ -162,12 +204,17 @@ class AttentionSelector(nn.Module):
     # ------------------------------------------------------------------ keys and values
 
     def keys(self, rsrp_db: Tensor) -> Tensor:
-        """Keys ``[..., M, d]`` from reports ``rsrp_db [..., L, M]`` (learned selector)."""
+        """Keys ``[..., M, d]`` from reports ``rsrp_db [..., L, M]`` (learned selector), in beam order."""
         rel = relative_rsrp_features(rsrp_db, self.measured)  # [..., L, M]
         flag = self.measured.to(rel.dtype).expand(*rel.shape[:-2], 1, -1)  # [..., 1, M]
         feat = torch.cat([rel, flag], dim=-2)  # [..., L+1, M]
         batch = feat.shape[:-2]
-        k = self.key_net(feat.reshape(-1, *feat.shape[-2:]))  # [S, d, M]
+        feat = feat.reshape(-1, *feat.shape[-2:])  # [S, L+1, M]
+        if self.config.grid is None:
+            k = self.key_net(feat)  # [S, d, M]
+        else:
+            m_v, m_h = self.config.grid
+            k = self.key_net(feat.unflatten(-1, (m_v, m_h))).flatten(-2)  # [S, L+1, Mv, Mh] -> [S, d, M]
         return k.reshape(*batch, *k.shape[1:]).transpose(-2, -1)  # [..., M, d] (a view: attend uses [d, M])
 
     def values(self, phase: Tensor | None) -> Tensor:

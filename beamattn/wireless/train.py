@@ -88,7 +88,7 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
     tc = scn.training
     seed = tc.seed if seed is None else seed
     steps = tc.steps if steps is None else steps
-    cfg = dataclasses.replace(scn.selector, learned=True)
+    cfg = dataclasses.replace(scn.selector, learned=True)  # its grid: the UPA's DFT grid (set by the scenario)
     if cfg.cophase and not scn.measurement.with_phase:
         raise ValueError("selector: field 'cophase' = true needs measurement 'with_phase' = true")
     torch.manual_seed(seed)

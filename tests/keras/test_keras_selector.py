@@ -53,6 +53,16 @@ def test_fixtures_cover_every_normalizer_mode_and_kind():
     assert cophase == {True, False}
 
 
+def test_upa_fixtures_use_2d_keys():
+    # UPA grids of beams: a square grid and a non-square one whose kernel is clipped to the grid.
+    grids = {}
+    for name in NAMES:
+        f = read_selector_file(FIXTURES / f"{name}.selector.safetensors")
+        if f.selector.get("grid") is not None:
+            grids[tuple(f.selector["grid"])] = f.weights["key_conv_weight"].shape
+    assert grids == {(8, 8): (16, 5, 5, 5), (4, 16): (32, 5, 3, 9)}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_same_outputs_as_the_torch_selector(name):
     layer, io = _load(name)
@@ -224,7 +234,8 @@ def _model_inputs(layer: AttentionSelectorLayer, io: dict) -> list | np.ndarray:
     return [flat, io["phase"].reshape(len(flat), -1)] if layer.selector["cophase"] else flat
 
 
-@pytest.mark.parametrize("kind", ["learned-sparsemax-soft-cophase", "untrained-entmax15-topk"])
+@pytest.mark.parametrize("kind", ["learned-sparsemax-soft-cophase", "untrained-entmax15-topk",
+                                  "learned-sparsemax-soft-upa4x4"])
 def test_inside_a_keras_model_and_saved_and_loaded(kind, tmp_path):
     name = next(n for n in NAMES if n.startswith(kind))
     layer, io = _load(name)
