@@ -1,22 +1,16 @@
 """Smoke test of scripts/bench_gpu.py: the CPU smoke run writes the expected JSON, and without CUDA the
 default run is skipped with exit code 0 and a JSON that says so (no timings are checked)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_gpu.py"
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_gpu")
 
 
 def test_cpu_smoke_run_writes_expected_json(bench, tmp_path, capsys):

@@ -1,23 +1,17 @@
 """Smoke test of scripts/bench_linklevel.py: quick mode writes the expected JSON, and the chain written
 directly with Sionna blocks gives the same block errors as ``LinkChain.errors`` (outputs, not timings)."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_linklevel.py"
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_linklevel", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_linklevel")
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ The Keras layer itself is tested in a TensorFlow environment (tests/keras, ``mak
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file
+
+from script_loader import load_script
 
 from beamattn import __version__
 from beamattn.cli import main
@@ -181,14 +182,7 @@ def test_file_format_module_imports_neither_torch_nor_tensorflow():
 
 
 def _fixture_script():
-    spec = importlib.util.spec_from_file_location("make_keras_fixtures", ROOT / "scripts" / "make_keras_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return module
+    return load_script("make_keras_fixtures")
 
 
 def test_committed_fixtures_equal_fresh_ones(tmp_path):

@@ -136,13 +136,9 @@ def test_slot_channels_time_and_frequency_mapping():
 
 
 def test_example_script_runs_the_selector_in_a_hand_written_chain(capsys):
-    import importlib.util
-    from pathlib import Path
+    from script_loader import load_script
 
-    path = Path(__file__).parent.parent / "scripts" / "example_sionna_chain.py"
-    spec = importlib.util.spec_from_file_location("example_sionna_chain", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("example_sionna_chain")
     assert mod.main(["--drops", "2"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0 |")]
     sel, rnd = (float(x) for x in rows[0].strip("| ").split("|")[1:])
