@@ -143,12 +143,16 @@ def bench_channels(device: torch.device, cfg: dict, sionna: bool) -> list[dict]:
             if cfg["cpu_reference"] else None
         t, t_ref = time_pair(lambda ch=ch, batch=batch: ch.generate(batch, seed=next(seeds), device=device), device,
                              ref, cpu, cfg["warmup"], cfg["repeats"])
-        rows.append({"case": f"channel snapshots/s, {name}, ULA 32, 24 paths, {batch} x {sample.h.shape[1]}",
-                     "unit": "snapshots/s", "candidate_rate": snaps / t,
-                     "reference": "same on cpu" if t_ref else None,
-                     "reference_rate": snaps / t_ref if t_ref else None,
-                     "ratio": t_ref / t if t_ref else None, "seconds_per_call": t})
+        rows.append(_rate_row(f"channel snapshots/s, {name}, ULA 32, 24 paths, {batch} x {sample.h.shape[1]}",
+                              "snapshots/s", snaps, t, t_ref))
     return rows
+
+
+def _rate_row(case: str, unit: str, work: int, t: float, t_ref: float | None) -> dict:
+    """A throughput row: ``work`` items per call in ``t`` s on the device (``t_ref`` s on the CPU, or None)."""
+    return {"case": case, "unit": unit, "candidate_rate": work / t, "reference": "same on cpu" if t_ref else None,
+            "reference_rate": work / t_ref if t_ref else None, "ratio": t_ref / t if t_ref else None,
+            "seconds_per_call": t}
 
 
 def bench_selector(device: torch.device, cfg: dict) -> list[dict]:
@@ -178,11 +182,8 @@ def bench_selector(device: torch.device, cfg: dict) -> list[dict]:
         assert run().beams.device.type == device.type
         t, t_ref = time_pair(run, device, run_cpu if cfg["cpu_reference"] else None, cpu, cfg["warmup"],
                              cfg["repeats"])
-        rows.append({"case": f"selector decisions/s (learned, {normalizer}, soft), N=64, M=64, L=4, batch {batch}",
-                     "unit": "decisions/s", "candidate_rate": batch / t,
-                     "reference": "same on cpu" if t_ref else None,
-                     "reference_rate": batch / t_ref if t_ref else None,
-                     "ratio": t_ref / t if t_ref else None, "seconds_per_call": t})
+        rows.append(_rate_row(f"selector decisions/s (learned, {normalizer}, soft), N=64, M=64, L=4, batch {batch}",
+                              "decisions/s", batch, t, t_ref))
     return rows
 
 
