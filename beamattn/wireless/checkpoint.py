@@ -120,9 +120,8 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
     selector = AttentionSelector(config, beams, measured)
     state = load_file(str(path))
     stored = stored_codebook(state, path)
-    if stored is not None and not torch.allclose(stored.to(torch.complex128), beams.detach().cpu().to(torch.complex128),
-                                                 atol=_CODEBOOK_TOL, rtol=0):
-        err = float((stored.to(torch.complex128) - beams.detach().cpu().to(torch.complex128)).abs().max())
+    err = None if stored is None else float((stored.to(torch.complex128) - beams.detach().cpu()).abs().max())
+    if err is not None and not err <= _CODEBOOK_TOL:
         raise CheckpointError(f"checkpoint {path}: made for another codebook of the same size [M={m}, N={n}] "
                               f"(largest beam difference {err:.3g}); expected this scenario's codebook")
     state = {k: v for k, v in state.items() if k not in _CODEBOOK}
