@@ -229,7 +229,7 @@ def _plot(out: dict, path: Path) -> None:
     floor = 1.0
     for name, r in out["results"].items():
         x, b = np.array(r["snr_db"]), np.array(r["bler"], dtype=float)
-        lo, hi = np.array([wilson_interval(e, n) for e, n in zip(r["errors"], r["blocks"])]).T
+        lo, hi = np.array(r["bler_ci95"]).T  # [points] each
         floor = min(floor, float(lo[lo > 0].min()) if (lo > 0).any() else floor, float(hi.min()))
         line, = ax.semilogy(x, np.where(b > 0, b, np.nan), "o-", label=name)
         c = line.get_color()
