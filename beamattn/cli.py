@@ -4,13 +4,18 @@ Subcommands: ``run`` (evaluate policies on a scenario), ``train`` (fit the
 attention selector), ``channels`` (export channels for other tools), ``export``
 (a trained selector for Keras/TensorFlow), ``demo`` (the attention-core demo).
 Errors in user input are printed as one line naming the field and the value,
-with exit code 2 — never a traceback.
+with exit code 2 — never a traceback. Output paths are checked before anything
+is computed, and results are written whole (see :mod:`beamattn.outdir`):
+existing results are replaced only with ``--force``. Ctrl-C prints one line and
+exits 130; SIGTERM removes the half-written output and exits 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -33,6 +38,16 @@ def _pos_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    from .seeds import check_seed
+
+    value = _nonneg_int(text)
+    try:
+        return check_seed(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _name_list(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
@@ -53,33 +68,42 @@ def build_parser() -> argparse.ArgumentParser:
                                      "DIR/steps.csv and DIR/figures/.")
     run.add_argument("scenario", help="scenario TOML file (see scenarios/)")
     run.add_argument("--out", required=True, help="output folder")
-    run.add_argument("--seed", type=_nonneg_int, default=None, help="evaluation seed (default: the scenario's)")
+    run.add_argument("--seed", type=_seed, default=None, help="evaluation seed (default: the scenario's)")
     run.add_argument("--policies", type=_name_list, default=None, help="comma-separated policy names")
     run.add_argument("--checkpoint", default=None, help="trained selector (.safetensors) for policy 'attention'")
     run.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
     run.add_argument("--no-figures", action="store_true", help="skip the figures")
+    run.add_argument("--force", action="store_true", help="replace an existing results folder (as a whole)")
 
     train = sub.add_parser("train", help="train the attention selector on a scenario",
                            description="Maximise spectral efficiency at the time of use on training seeds "
                                        "disjoint from the evaluation seeds; writes DIR/selector.safetensors.")
     train.add_argument("scenario", help="scenario TOML file")
     train.add_argument("--out", required=True, help="output folder")
-    train.add_argument("--seed", type=_nonneg_int, default=None, help="training seed (default: the scenario's)")
+    train.add_argument("--seed", type=_seed, default=None, help="training seed (default: the scenario's)")
     train.add_argument("--steps", type=_pos_int, default=None, help="optimiser steps (default: the scenario's)")
+    train.add_argument("--force", action="store_true",
+                       help="replace an existing results folder, and discard an interrupted training's progress")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted training from its saved progress (same final checkpoint as "
+                            "an uninterrupted run)")
 
     chans = sub.add_parser("channels", help="export a scenario's channels, positions, times and beam gains (.npz)")
     chans.add_argument("scenario", help="scenario TOML file")
     chans.add_argument("--out", required=True, help="output .npz file")
-    chans.add_argument("--seed", type=_nonneg_int, default=None, help="seed (default: the scenario's)")
+    chans.add_argument("--seed", type=_seed, default=None, help="seed (default: the scenario's)")
     chans.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
+    chans.add_argument("--force", action="store_true", help="replace an existing file")
 
     exp = sub.add_parser("experiment", help="run a claim-of-the-write-up experiment, or 'all' with a report",
                          description="Each experiment writes DIR/NAME/result.json and figures; 'all' also writes "
                                      "DIR/report.md. NAME 'list' prints the names.")
     exp.add_argument("name", help="experiment name, 'all' or 'list'")
     exp.add_argument("--out", default="results/experiments", help="output folder (default: results/experiments)")
-    exp.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default: 0)")
+    exp.add_argument("--seed", type=_seed, default=0, help="seed (default: 0)")
     exp.add_argument("--small", action="store_true", help="the small, fast version (as in the tests)")
+    exp.add_argument("--force", action="store_true",
+                     help="replace existing results (DIR/NAME, or DIR for 'all'), as a whole")
 
     sweep = sub.add_parser("sweep", help="run a grid of scenario parameters x policies x seeds (local pool or Dask)",
                            description="Each (cell, seed) is a task whose result is written atomically to "
@@ -105,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated transmit SNRs ρ in dB, e.g. --snr-db=-5,0,5 "
                            "(default: the scenario's snr_db -10, -5, 0, +5)")
     link.add_argument("--checkpoint", default=None, help="trained selector (.safetensors) for policy 'attention'")
-    link.add_argument("--seed", type=_nonneg_int, default=None, help="seed (default: the scenario's)")
+    link.add_argument("--seed", type=_seed, default=None, help="seed (default: the scenario's)")
     link.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
     link.add_argument("--bits-per-symbol", type=int, choices=(2, 4, 6), default=2, help="QAM order (default 2)")
     link.add_argument("--code-rate", type=float, default=0.5, help="LDPC code rate (default 0.5)")
@@ -116,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--max-blocks", type=_pos_int, default=2000, help="codewords per point at most (default 2000)")
     link.add_argument("--target-errors", type=_pos_int, default=100,
                       help="stop a point after this many block errors (default 100)")
+    link.add_argument("--force", action="store_true", help="replace an existing results folder (as a whole)")
 
     export = sub.add_parser("export", help="convert a trained selector for another framework (Keras/TensorFlow)",
                             description="Write CHECKPOINT (from `beamattn train`) as a file that "
@@ -127,13 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--scenario", default=None,
                         help="scenario TOML whose codebook the selector uses (default: a ULA DFT codebook with "
                              "M/N-fold oversampling, as in every shipped scenario)")
+    export.add_argument("--force", action="store_true", help="replace an existing file (never the checkpoint itself)")
 
     demo = sub.add_parser("demo", help="run the attention-core demo: softmax vs sparsemax vs top-k, with plots",
                           description="Retrieval among distractors and score scaling, on beamattn.core. "
                                       "Writes demo.json and figures/ under --out.")
     demo.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
-    demo.add_argument("--seed", type=_nonneg_int, default=0, help="seed that fixes every number (default: 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="seed that fixes every number (default: 0)")
     demo.add_argument("--trials", type=_pos_int, default=400, help="random trials per point (default: 400)")
+    demo.add_argument("--force", action="store_true", help="replace an existing results folder (as a whole)")
     for computing in (run, train, chans, exp, sweep, link, demo):
         # Checked in _dispatch (beamattn.device.resolve_device): an unknown or absent device is one error line.
         computing.add_argument("--device", default="cpu",
@@ -153,15 +180,59 @@ def _load(path: str, drops: int | None = None):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    try:
-        return _dispatch(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        # User-facing errors (scenario fields, checkpoints, arguments) are one clear line.
-        print(f"beamattn {args.command}: error: {e}", file=sys.stderr)
+    if args.command is None:  # a usage error: say what the commands are
+        parser.print_help(sys.stderr)
         return 2
+    from .outdir import Terminated, install_sigterm_handler
+
+    install_sigterm_handler()  # SIGTERM -> Terminated: staging folders are removed on the way out
+    cmd = args.command
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        print(f"beamattn {cmd}: warning: {str(message).strip()}".replace("\n", " "), file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return _dispatch(args)
+    except (ValueError, TypeError, OSError) as e:
+        # User-facing errors (scenario fields, checkpoints, arguments, output paths) are one clear line.
+        print(f"beamattn {cmd}: error: {str(e).strip()}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"beamattn {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"beamattn {cmd}: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Check every output path before any input is loaded or anything computed (one ValueError line)."""
+    from .outdir import check_out
+
+    c = args.command
+    force = getattr(args, "force", False)
+    if c in ("run", "linklevel"):
+        check_out(args.out, kind="dir", force=force, inputs=[args.scenario, args.checkpoint])
+    elif c == "train":
+        check_out(args.out, kind="dir", force=force, inputs=[args.scenario])
+    elif c == "channels":
+        check_out(args.out, kind="file", force=force, inputs=[args.scenario])
+    elif c == "export":
+        check_out(args.out, kind="file", force=force, inputs=[args.checkpoint, args.scenario])
+    elif c == "demo":
+        check_out(args.out, kind="dir", force=force)
+    elif c == "sweep":
+        check_out(args.out, kind="dir", continue_existing=args.resume, inputs=[args.sweep],
+                  hint="pass --resume to continue it")
+    elif c == "experiment" and args.name != "list":
+        from .experiments import EXPERIMENTS
+
+        if args.name == "all":
+            check_out(args.out, kind="dir", force=force)
+        elif args.name in EXPERIMENTS:  # an unknown name: run_experiment's error line, before anything runs
+            check_out(Path(args.out) / args.name, kind="dir", force=force)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -170,19 +241,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .device import resolve_device
 
         device = resolve_device(args.device)  # ValueError -> one line, exit 2
+    _check_outputs(args)
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.out, seed=args.seed, trials=args.trials, device=device)
+        run_demo(args.out, seed=args.seed, trials=args.trials, device=device, force=args.force)
     elif args.command == "run":
         from .wireless.runner import run_scenario
 
         run_scenario(_load(args.scenario, args.drops), args.out, policies=args.policies, seed=args.seed,
-                     checkpoint=args.checkpoint, figures=not args.no_figures, device=device)
+                     checkpoint=args.checkpoint, figures=not args.no_figures, device=device, force=args.force)
     elif args.command == "train":
         from .wireless.train import train_selector
 
-        train_selector(_load(args.scenario), args.out, seed=args.seed, steps=args.steps, device=device)
+        train_selector(_load(args.scenario), args.out, seed=args.seed, steps=args.steps, device=device,
+                       force=args.force, resume=args.resume)
     elif args.command == "experiment":
         from .experiments import EXPERIMENTS, run_all, run_experiment
 
@@ -190,11 +263,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             for name in sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order):
                 print(f"{name:28s} {EXPERIMENTS[name].title}")
         elif args.name == "all":
-            results = run_all(args.out, small=args.small, seed=args.seed, device=device)
+            results = run_all(args.out, small=args.small, seed=args.seed, device=device, force=args.force)
             print(f"{sum(r.supported for r in results)} of {len(results)} claims supported; report: "
                   f"{args.out}/report.md")
         else:
-            r = run_experiment(args.name, args.out, small=args.small, seed=args.seed, device=device)
+            r = run_experiment(args.name, args.out, small=args.small, seed=args.seed, device=device,
+                               force=args.force)
             print(f"{r.name}: {'supported' if r.supported else 'NOT supported'} — {r.verdict}")
     elif args.command == "sweep":
         from .wireless.sweep import load_sweep, run_sweep
@@ -209,16 +283,20 @@ def _dispatch(args: argparse.Namespace) -> int:
                          code_rate=args.code_rate, estimator=args.estimator)
         run_linklevel(_load(args.scenario, args.drops), args.out, policies=args.policies,
                       snr_db_list=parse_snr_list(args.snr_db), checkpoint=args.checkpoint, max_blocks=args.max_blocks,
-                      target_block_errors=args.target_errors, seed=args.seed, config=cfg, device=device)
+                      target_block_errors=args.target_errors, seed=args.seed, config=cfg, device=device,
+                      force=args.force)
     elif args.command == "channels":
         from .wireless.export import export_channels
 
-        export_channels(_load(args.scenario, args.drops), args.out, seed=args.seed, device=device)
+        export_channels(_load(args.scenario, args.drops), args.out, seed=args.seed, device=device, force=args.force)
     elif args.command == "export":
         from .keras import read_selector_file
+        from .outdir import StagedFile
         from .wireless.keras_export import export_keras
 
-        out = export_keras(args.checkpoint, args.out, scenario=args.scenario)
+        out = Path(args.out)
+        with StagedFile(out, force=args.force) as tmp:  # replaces out when the file is complete
+            export_keras(args.checkpoint, tmp, scenario=args.scenario)
         f = read_selector_file(out)  # what the Keras layer will load
         cfg = f.selector
         print(f"wrote {out}: Keras selector ({cfg['normalizer']}, {cfg['mode']}), M={f.num_beams} beams, "

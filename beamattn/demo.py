@@ -28,6 +28,8 @@ from .core import attend
 from .core.diagnostics import attention_entropy
 from .device import describe_device
 from .io import save_figure_atomic, write_json_atomic
+from .outdir import StagedDir, check_out
+from .seeds import check_seed
 
 NORMALIZERS = {
     "softmax": {"normalizer": "softmax"},
@@ -159,14 +161,18 @@ def _plots(res: dict, fig_dir: Path) -> list[str]:
     return paths
 
 
-def run_demo(out_dir: str | Path, seed: int = 0, trials: int = 400, device: torch.device | str | None = None) -> dict:
+def run_demo(out_dir: str | Path, seed: int = 0, trials: int = 400, device: torch.device | str | None = None,
+             force: bool = False) -> dict:
     """Run both experiments, print tables, write ``demo.json`` and figures. Returns the results.
 
     Random numbers come from one CPU generator (the same data on every device); attention runs on
-    ``device`` (default CPU).
+    ``device`` (default CPU). ``out_dir`` is checked first and replaced as a whole, when complete, only
+    with ``force`` if it already holds results.
     """
-    if trials < 1:
-        raise ValueError(f"demo: argument 'trials' = {trials}; expected an int >= 1")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"demo: argument 'trials' = {trials!r}; expected an int >= 1")
+    check_seed(seed)
+    check_out(out_dir, kind="dir", force=force)
     device = torch.device("cpu" if device is None else device)
     out_dir = Path(out_dir)
     gen = torch.Generator().manual_seed(seed)
@@ -180,8 +186,10 @@ def run_demo(out_dir: str | Path, seed: int = 0, trials: int = 400, device: torc
     print(f"[3/{len(steps)}] {steps[2]}", file=sys.stderr)
     res["example_weights"] = example_weights(gen, device=device)
     print(f"[4/{len(steps)}] {steps[3]}", file=sys.stderr)
-    res["figures"] = _plots(res, out_dir / "figures")
-    write_json_atomic(out_dir / "demo.json", res)
+    with StagedDir(out_dir, force=force, command="demo") as stage:  # replaces out_dir when complete
+        # Paths as they will be once the folder is in place.
+        res["figures"] = [str(out_dir / "figures" / Path(p).name) for p in _plots(res, stage / "figures")]
+        write_json_atomic(stage / "demo.json", res)
 
     dis = res["distractors"]
     print(f"\nRetrieval among distractors: weight on the match / entropy (nats) / active keys / accuracy "

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from beamattn.cli import main
+from beamattn.outdir import MARKER
 from beamattn.wireless.runner import run_scenario
 from wireless_fixtures import tiny_scenario
 
@@ -30,7 +31,9 @@ def test_run_writes_everything_and_is_reproducible(tmp_path):
     assert len(rows) == scn.drops * d * len(scn.policies)
     figs = {p.name for p in (tmp_path / "a" / "figures").iterdir()}
     assert {"snr_cdf.png", "snr_time.png", "beam_pattern.png", "accuracy_overhead.png"} <= figs
-    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no staging left
+    # no staging left (staging folders are hidden siblings of the results folder); only the results marker
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")] == [MARKER]
 
 
 def test_bounds_hold_on_every_decision(tmp_path):
@@ -75,7 +78,7 @@ def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "run_figures", boom)
     with pytest.raises(RuntimeError):
         run_scenario(tiny_scenario(), tmp_path / "out", progress=False)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # neither the results folder nor its staging folder
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

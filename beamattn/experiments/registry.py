@@ -24,8 +24,10 @@ import torch
 
 from ..device import describe_device
 from ..io import write_json_atomic
+from ..outdir import StagedDir, check_out
+from ..seeds import check_seed
 
-__all__ = ["Outcome", "ExperimentResult", "experiment", "EXPERIMENTS", "run_experiment"]
+__all__ = ["Outcome", "ExperimentResult", "experiment", "EXPERIMENTS", "run_experiment", "run_experiment_into"]
 
 
 @dataclass
@@ -73,24 +75,40 @@ def experiment(name: str, title: str, claim: str, order: int):
     return deco
 
 
-def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: int = 0,
-                   device: torch.device | str | None = None) -> ExperimentResult:
-    """Run experiment ``name`` into ``out_dir/name`` and write ``result.json`` there.
-
-    ``device`` (default CPU) is used by experiments that take one; the others run on the CPU.
-    """
+def _entry(name: str) -> _Entry:
     if name not in EXPERIMENTS:
         import difflib
 
         close = difflib.get_close_matches(name, EXPERIMENTS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"experiment: unknown name {name!r}{hint}; expected 'all' or one of {sorted(EXPERIMENTS)}")
-    entry = EXPERIMENTS[name]
+    return EXPERIMENTS[name]
+
+
+def run_experiment(name: str, out_dir: str | Path, small: bool = False, seed: int = 0,
+                   device: torch.device | str | None = None, force: bool = False) -> ExperimentResult:
+    """Run experiment ``name`` into ``out_dir/name`` and write ``result.json`` there.
+
+    ``device`` (default CPU) is used by experiments that take one; the others run on the CPU. The
+    name, the seed and ``out_dir/name`` are checked before anything runs; the folder is written in a
+    staging folder that replaces ``out_dir/name`` as a whole when complete (an existing non-empty one
+    only with ``force``): an error or an interruption leaves nothing behind.
+    """
+    _entry(name)
+    check_seed(seed)
+    target = Path(out_dir) / name
+    check_out(target, kind="dir", force=force)
+    with StagedDir(target, force=force, command=f"experiment {name}") as stage:
+        return run_experiment_into(name, stage, small=small, seed=seed, device=device)
+
+
+def run_experiment_into(name: str, out: Path, small: bool = False, seed: int = 0,
+                        device: torch.device | str | None = None) -> ExperimentResult:
+    """Run experiment ``name`` with its figures and ``result.json`` written into the existing folder ``out``."""
+    entry = _entry(name)
     device = torch.device("cpu" if device is None else device)
     ran_on = device if entry.takes_device else torch.device("cpu")
     kwargs = {"device": device} if entry.takes_device else {}
-    out = Path(out_dir) / name
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # experiments run tiny models: one thread is fastest and leaves other cores alone

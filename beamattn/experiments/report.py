@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 from ..io import write_text_atomic
-from .registry import EXPERIMENTS, ExperimentResult, run_experiment
+from ..outdir import MARKER, StagedDir, check_out
+from ..seeds import check_seed
+from .registry import EXPERIMENTS, ExperimentResult, run_experiment_into
 
 __all__ = ["run_all", "render_report"]
 
@@ -30,21 +33,28 @@ def render_report(results: list[ExperimentResult]) -> str:
 
 
 def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: bool = True,
-            device: torch.device | str | None = None) -> list[ExperimentResult]:
-    """Run every registered experiment in order; write ``out_dir/report.md``.
+            device: torch.device | str | None = None, force: bool = False) -> list[ExperimentResult]:
+    """Run every registered experiment in order; write ``out_dir/NAME/`` for each and ``out_dir/report.md``.
 
     ``device`` goes to the experiments that take one (see :mod:`.registry`); the others run on the CPU.
+    The whole of ``out_dir`` is staged and replaces an existing one (only with ``force``) when every
+    experiment and the report are written.
     """
+    check_seed(seed)
     out_dir = Path(out_dir)
+    check_out(out_dir, kind="dir", force=force)
     names = sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order)
     results = []
-    for i, name in enumerate(names, 1):
-        if progress:
-            print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
-        r = run_experiment(name, out_dir, small=small, seed=seed, device=device)
-        if progress:
-            print(f"    {'supported' if r.supported else 'NOT supported'} ({r.elapsed_s:.1f} s): {r.verdict}",
-                  file=sys.stderr)
-        results.append(r)
-    write_text_atomic(out_dir / "report.md", render_report(results))
+    with StagedDir(out_dir, force=force, command="experiment all") as stage:
+        for i, name in enumerate(names, 1):
+            if progress:
+                print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+            (stage / name).mkdir()
+            r = run_experiment_into(name, stage / name, small=small, seed=seed, device=device)
+            (stage / name / MARKER).write_text(json.dumps({"command": f"experiment {name}"}) + "\n")
+            if progress:
+                print(f"    {'supported' if r.supported else 'NOT supported'} ({r.elapsed_s:.1f} s): {r.verdict}",
+                      file=sys.stderr)
+            results.append(r)
+        write_text_atomic(stage / "report.md", render_report(results))
     return results

@@ -37,7 +37,9 @@ import numpy as np
 import torch
 
 from ..io import save_figure_atomic, write_json_atomic
-from .chain import LinkChain, LinkConfig
+from ..outdir import StagedDir, check_out
+from ..seeds import check_seed
+from .chain import LinkChain, LinkConfig, check_snr_db
 
 __all__ = ["default_snr_list", "parse_snr_list", "run_linklevel", "slot_channels", "wilson_interval"]
 
@@ -46,12 +48,19 @@ def parse_snr_list(text: str | None) -> list[float] | None:
     """``"-5,0,5"`` -> ``[-5.0, 0.0, 5.0]`` (None stays None); a ValueError names the bad value."""
     if text is None:
         return None
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"'--snr-db' = {text!r}; expected a comma-separated list of transmit SNRs in dB")
+    expected = "expected a comma-separated list of finite transmit SNRs in dB, e.g. -5,0,5"
+    items = text.split(",")
+    values = []
+    for i, t in enumerate(items, 1):
+        if not t.strip():  # "0,,5" or "0,5,": a missing value is a typo, not a shorter list
+            raise ValueError(f"'--snr-db' = {text!r}: item {i} of {len(items)} is empty; {expected}")
+        try:
+            v = float(t)
+        except ValueError:
+            raise ValueError(f"'--snr-db' = {text!r}: item {i} = {t.strip()!r} is not a number; {expected}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"'--snr-db' = {text!r}: item {i} = {t.strip()!r} is not finite; {expected}")
+        values.append(v)
     return values
 
 
@@ -112,16 +121,26 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
                   snr_db_list: list[float] | None = None, checkpoint: str | None = None, max_blocks: int = 2000,
                   target_block_errors: int = 100, seed: int | None = None, config: LinkConfig | None = None,
                   batch: int = 100, progress: bool = True, figures: bool = True, correlation_slots: int = 2000,
-                  device: str = "cpu") -> dict:
-    """Simulate every policy at every transmit SNR; write ``bler.json`` and ``bler.png``; return the result."""
-    from ..wireless.policies import MRT
-    from ..wireless.runner import episodes, make_policies
+                  device: str = "cpu", force: bool = False) -> dict:
+    """Simulate every policy at every transmit SNR; write ``bler.json`` and ``bler.png``; return the result.
 
+    ``out_dir`` is checked before anything is computed; an existing results folder is replaced, as a
+    whole, only with ``force``.
+    """
+    from ..wireless.policies import MRT
+    from ..wireless.policies.checks import check_decision
+    from ..wireless.runner import describe_policies, episodes, make_policies
+
+    if out_dir is not None:
+        check_out(out_dir, kind="dir", force=force, inputs=[checkpoint])
     seed = scn.seed if seed is None else seed
+    check_seed(seed)
     names = list(policies or scn.policies)
     snrs = [float(s) for s in (snr_db_list if snr_db_list is not None else default_snr_list(scn))]
     if not snrs or not all(math.isfinite(s) for s in snrs):
         raise ValueError(f"linklevel: '--snr-db' = {snr_db_list!r}; expected a list of finite SNRs in dB")
+    for snr in snrs:  # before any drop is computed: outside [-100, 100] dB the float32 link overflows
+        check_snr_db(snr)
     if max_blocks < 1 or target_block_errors < 1 or batch < 1 or correlation_slots < 1:
         raise ValueError("linklevel: max_blocks, target_block_errors, batch and correlation_slots must be >= 1")
     pols = make_policies(scn, names, checkpoint)
@@ -140,7 +159,12 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
     for start, ep, sample in episodes(scn, seed, scn.drops, device=device):
         dt = float(sample.times[1] - sample.times[0]) if sample.times.numel() > 1 else ep.dt
         for name, pol in pols.items():
-            g[name].append(_effective(sample, ep, None if isinstance(pol, MRT) else pol.decide(ep).beams))
+            if isinstance(pol, MRT):  # per-instant, per-subcarrier MRT: the beam is computed from h here
+                g[name].append(_effective(sample, ep, None))
+                continue
+            dec = pol.decide(ep)
+            check_decision(name, ep, dec)  # unit-norm, finite beams of the right shape: one line naming it if not
+            g[name].append(_effective(sample, ep, dec.beams))
         say(f"linklevel {scn.name}: decisions for drops {start}..{start + ep.gain_use.shape[0] - 1}")
     g = {n: torch.cat(v) for n, v in g.items()}
     nb, nd, p1, _ = next(iter(g.values())).shape
@@ -182,6 +206,7 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
 
     elapsed = time.time() - t_start
     out = {"scenario": scn.name, "seed": seed, "policies": names, "checkpoint": checkpoint,
+           "policies_config": describe_policies(scn, pols),  # what ran: a checkpoint's selector config
            "x_axis": "transmit SNR rho (dB): noise variance 1/rho, SNR per RE rho |h_eff|^2",
            "link": {**cfg.to_dict(), "k": chain.k, "n": chain.n, "data_res": chain.num_data_symbols,
                     "slot_duration_s": cfg.slot_duration},
@@ -191,11 +216,10 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
            "elapsed_s": elapsed, "results": result}
     print(_table(out, chain.k))
     if out_dir is not None:
-        od = Path(out_dir)
-        od.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(od / "bler.json", out)
-        if figures:
-            _plot(out, od / "bler.png")
+        with StagedDir(out_dir, force=force, command="linklevel") as stage:  # replaces out_dir when complete
+            write_json_atomic(stage / "bler.json", out)
+            if figures:
+                _plot(out, stage / "bler.png")
     return out
 
 
@@ -211,12 +235,23 @@ def _table(out: dict, k: int) -> str:
 
 
 def wilson_interval(errors: int, blocks: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a BLER measured as ``errors`` of ``blocks`` (valid at 0 errors too)."""
+    """95% Wilson score interval ``(low, high)`` of a BLER measured as ``errors`` of ``blocks``.
+
+    Valid at 0 errors too. The interval always contains the estimate ``errors / blocks``: at the ends
+    the Wilson bounds are exactly 0 (no error) and 1 (every block in error), which the floating-point
+    formula misses by an ulp (``wilson_interval(100, 100)`` gave a high end of 0.99999999999999989).
+    """
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        raise ValueError(f"wilson_interval: blocks = {blocks!r}; expected an integer >= 1")
+    if isinstance(errors, bool) or not isinstance(errors, int) or not 0 <= errors <= blocks:
+        raise ValueError(f"wilson_interval: errors = {errors!r}; expected an integer in [0, blocks = {blocks}]")
     p = errors / blocks
     den = 1 + z * z / blocks
     mid = (p + z * z / (2 * blocks)) / den
     half = z * math.sqrt(p * (1 - p) / blocks + z * z / (4 * blocks * blocks)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
+    low = 0.0 if errors == 0 else min(p, max(0.0, mid - half))
+    high = 1.0 if errors == blocks else max(p, min(1.0, mid + half))
+    return low, high
 
 
 def _plot(out: dict, path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import write_file_atomic
+from ..outdir import StagedFile, check_out
 from .runner import channel_chunks, make_codebooks
 from .scenario import Scenario
 
@@ -23,14 +23,17 @@ __all__ = ["export_channels"]
 
 
 def export_channels(scn: Scenario, out: str | Path, seed: int | None = None,
-                    device: torch.device | str = "cpu") -> Path:
+                    device: torch.device | str = "cpu", force: bool = False) -> Path:
     """Write ``out`` (.npz) atomically; returns its path.
 
-    Channels and beam gains are computed on ``device`` and copied to the CPU chunk by chunk.
+    Channels and beam gains are computed on ``device`` and copied to the CPU chunk by chunk. ``out`` is
+    checked before computing (:func:`beamattn.outdir.check_out`); an existing file is replaced only with
+    ``force``.
     """
     out = Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"channels: argument '--out' = {str(out)!r}; expected a file name ending in .npz")
+    check_out(out, kind="file", force=force)
     seed = scn.seed if seed is None else seed
     narrow, _ = make_codebooks(scn)
     beams = narrow.beams.to(device)
@@ -48,8 +51,8 @@ def export_channels(scn: Scenario, out: str | Path, seed: int | None = None,
     arrays["beams"] = narrow.beams.numpy()
     if freqs is not None:
         arrays["subcarrier_frequencies"] = freqs.cpu().numpy()
-    arrays["meta"] = np.array(json.dumps({"scenario": scn.to_dict(), "seed": seed}))
-    # np.savez appends ".npz" to a name without it: the temporary file keeps that suffix.
-    write_file_atomic(out, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+    arrays["meta"] = np.array(json.dumps({"scenario": scn.to_dict(), "seed": seed}, allow_nan=False))
+    with StagedFile(out, force=force) as tmp:  # same name as out, so np.savez adds no second ".npz"
+        np.savez_compressed(tmp, **arrays)
     print(f"wrote {out}: {arrays['h'].shape[0]} drops, h {arrays['h'].shape}")
     return out

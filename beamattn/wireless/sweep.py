@@ -415,10 +415,6 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
     if existing and not resume:
         raise SweepError(f"sweep: output folder {str(out)!r} already holds {len(existing)} task results; "
                          "pass --resume to continue it, or choose another --out")
-    tdir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "sweep.json", {"name": sweep.name, "source": sweep.source, "base": sweep.base,
-                                           "seeds": sweep.seeds, "policies": sweep.policies, "grid": sweep.grid,
-                                           "override": sweep.override, "num_tasks": len(tasks)})
     todo, skipped, redone = [], [], []
     for tid, cell, seed in tasks:
         path = tdir / f"{tid}.json"
@@ -427,12 +423,31 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
             if rec is not None:
                 skipped.append(tid)
                 continue
+            # One warning per file (the CLI prints it as one line).
             warnings.warn(f"sweep: result {path} is unusable ({why}); running task ({cell.label}, seed {seed}) "
                           "again", stacklevel=2)
-            print(f"warning: {path}: {why}; redoing it", file=sys.stderr)
             redone.append(tid)
         todo.append((tid, cell, seed))
     ran: list[str] = []
+    own = client is None and bool(todo) and (scheduler is not None or workers > 1)
+    cluster = None
+    if own:  # connect before anything is written: a failed connection leaves no stub folder
+        client, cluster = _connect(workers, scheduler)
+
+    def disconnect() -> None:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+    try:
+        tdir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "sweep.json", {"name": sweep.name, "source": sweep.source, "base": sweep.base,
+                                               "seeds": sweep.seeds, "policies": sweep.policies, "grid": sweep.grid,
+                                               "override": sweep.override, "num_tasks": len(tasks)})
+    except BaseException:
+        disconnect()
+        raise
     bar = _bar(len(todo), f"{sweep.name}: {len(todo)} of {len(tasks)} tasks", progress)
 
     def finish(tid, cell, seed, results, elapsed):
@@ -443,7 +458,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
             raise SweepInterrupted(f"sweep: stopped after {len(ran)} tasks (test hook)")
 
     try:
-        if todo and client is None and scheduler is None and workers <= 1:
+        if todo and client is None:
             for tid, cell, seed in todo:
                 t0 = time.perf_counter()
                 results = task_fn(cell.data, seed, sweep.policies, f"{sweep.source}: cell {cell.label}", device)
@@ -451,19 +466,10 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
                 if on_result is not None:
                     on_result(None, len(ran))
         elif todo:
-            own = client is None
-            cluster = None
-            if own:
-                client, cluster = _connect(workers, scheduler)
-            try:
-                _run_dask(client, sweep, todo, task_fn, finish, on_result, lambda: len(ran), device)
-            finally:
-                if own:
-                    client.close()
-                    if cluster is not None:
-                        cluster.close()
+            _run_dask(client, sweep, todo, task_fn, finish, on_result, lambda: len(ran), device)
     finally:
         bar.close()
+        disconnect()
 
     summary, table = summarize_sweep(sweep, out)
     if figures:
