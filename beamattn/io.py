@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -32,8 +33,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as indented, strict JSON (RFC 8259), atomically.
+
+    NaN and ±Infinity are not JSON (Python's ``json`` would write bare ``NaN``, which strict parsers
+    reject): a value that can be undefined must be written as ``None`` (``null``) by its producer.
+    A non-finite float is refused with one line naming the file and where in ``obj`` it is.
+    """
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:
+        where = _non_finite(obj)
+        if where is None:
+            raise
+        raise ValueError(f"{path}: value {where[0]} = {where[1]!r} cannot be written as strict JSON; expected a "
+                         "finite number, or None (null) for an undefined value") from None
+    return write_text_atomic(path, text + "\n")
+
+
+def _non_finite(obj: Any, where: str = "") -> tuple[str, float] | None:
+    """``(key path, value)`` of the first non-finite float in a JSON-like ``obj``, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "(top level)", obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> Path:

@@ -10,6 +10,7 @@ refuses a checkpoint made for another configuration.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from .. import __version__
 from ..io import write_file_atomic
 from .selector import AttentionSelector, SelectorConfig
 
-__all__ = ["save_selector", "load_selector", "read_checkpoint_config", "stored_codebook", "CheckpointError"]
+__all__ = ["save_selector", "load_selector", "read_checkpoint_config", "checkpoint_selector_config", "file_sha256",
+           "stored_codebook", "CheckpointError", "EVAL_FIELDS"]
 
 _KEY = "beamattn_config"
 _CODEBOOK = ("codebook.real", "codebook.imag")  # the values [M, N], stored beside the weights
@@ -99,16 +101,7 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
             if key == "set_b":
                 shown, here = f"{len(shown or [])} beams {str(shown)[:40]}", f"{len(here)} beams {str(here)[:40]}"
             raise CheckpointError(f"checkpoint {path}: made for {key} = {shown}, but this scenario has {here}")
-    cfg = dict(meta["selector"])
-    allowed = {"mode", "topk"}
-    for key, value in (overrides or {}).items():
-        if key not in allowed:
-            raise CheckpointError(f"checkpoint {path}: field {key!r} cannot be changed at evaluation; only {allowed}")
-        cfg[key] = value
-    try:
-        config = SelectorConfig(**cfg)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: bad selector config ({e})") from None
+    config = checkpoint_selector_config(meta, path, overrides)
     if grid is not _ANY_GRID:
         want = SelectorConfig(grid=grid).grid  # normalised as the config does ((1, M) -> None)
         if config.grid != want:
@@ -135,7 +128,40 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
         if not bool(torch.isfinite(state[k]).all()):
             raise CheckpointError(f"checkpoint {path}: weight {k!r} has NaN/Inf values")
     selector.load_state_dict({k: v.to(beams.device) for k, v in state.items()})  # checked on the CPU, then moved
+    from .keras_export import check_selector_forward  # here: keras_export imports this module
+
+    try:  # finite weights can still overflow (huge values): refuse those whose forward pass gives NaN beams
+        check_selector_forward(selector)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
     return selector.eval()
+
+
+EVAL_FIELDS = ("mode", "topk")  # selector fields an evaluation may change: the weights do not depend on them
+
+
+def checkpoint_selector_config(meta: dict, path: str | Path, overrides: dict | None = None) -> SelectorConfig:
+    """The selector config that runs from a checkpoint's metadata ``meta`` (:func:`read_checkpoint_config`):
+    the stored one, with the evaluation-only fields :data:`EVAL_FIELDS` replaced by ``overrides``."""
+    cfg = dict(meta["selector"])
+    for key, value in (overrides or {}).items():
+        if key not in EVAL_FIELDS:
+            raise CheckpointError(f"checkpoint {path}: field {key!r} cannot be changed at evaluation; only "
+                                  f"{set(EVAL_FIELDS)}")
+        cfg[key] = value
+    try:
+        return SelectorConfig(**cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: bad selector config ({e})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), the identity of a checkpoint in the records of a run."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def stored_codebook(state: dict, path: str | Path) -> torch.Tensor | None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +23,17 @@ import torch
 from .. import __version__
 from ..device import describe_device
 from ..io import write_json_atomic, write_text_atomic
+from ..outdir import StagedDir, check_out
 from .channels.base import check_channel
 from .codebooks import Codebook, dft_codebook, wide_codebook
 from .measurement import mix_seed, build_episode
 from .metrics import KPI_COLUMNS, SUMMARY_KEYS, DecisionMetrics, decision_metrics, summarize
 from .policies import Policy, make_policy
+from .policies.checks import check_decision
 from .scenario import Scenario
 
-__all__ = ["run_scenario", "make_codebooks", "make_policies", "channel_chunks", "episodes", "RunResult"]
+__all__ = ["run_scenario", "make_codebooks", "make_policies", "describe_policies", "channel_chunks", "episodes",
+           "RunResult"]
 
 STEP_FIELDS = ("drop", "decision", "time_s", "policy", "beam", "snr_db", "genie_db", "mrt_db", "loss_db", "se",
                "top1", "within_1db", "measured", "active", "entropy")
@@ -48,6 +49,17 @@ def make_codebooks(scn: Scenario) -> tuple[Codebook, Codebook | None]:
 
 def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint: str | None = None
                   ) -> dict[str, Policy]:
+    """The policies ``names`` (each once: a name listed twice is refused) with the scenario's arguments.
+
+    ``attention`` gets the scenario's ``[selector]`` config and ``checkpoint``; a checkpoint that
+    disagrees with a field the scenario file set is refused here, before anything is computed, and so
+    is one that needs more report history or phases than the scenario measures.
+    """
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"policies: {name!r} is listed twice in {list(names)}; expected each policy once")
+        seen.add(name)
     out = {}
     for name in names:
         kwargs = dict(scn.policy_args.get(name, {}))
@@ -55,6 +67,7 @@ def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint:
             kwargs.setdefault("config", scn.selector)
         if name == "attention":
             kwargs.setdefault("checkpoint", checkpoint)
+            kwargs.setdefault("explicit", scn.selector_explicit)
             if kwargs["checkpoint"] is None:
                 print("note: policy 'attention' has no --checkpoint: it runs the untrained selector "
                       "(train one with `beamattn train`)", file=sys.stderr)
@@ -62,6 +75,25 @@ def make_policies(scn: Scenario, names: list[str] | tuple[str, ...], checkpoint:
             out[name] = make_policy(name, **kwargs)
         except TypeError as e:
             raise ValueError(f"policy {name!r}: bad arguments {kwargs} ({e})") from None
+        if name == "attention" and out[name].checkpoint is not None:
+            cfg, path = out[name].checkpoint_config, out[name].checkpoint
+            if cfg.history > scn.measurement.history:
+                raise ValueError(f"checkpoint {path}: made for selector history = {cfg.history}, but measurement "
+                                 f"'history' = {scn.measurement.history}; expected history <= "
+                                 f"{scn.measurement.history} (or a scenario with more report history)")
+            if cfg.cophase and not scn.measurement.with_phase:
+                raise ValueError(f"checkpoint {path}: made for selector cophase = true, but measurement "
+                                 "'with_phase' = false; expected a scenario that reports phases")
+    return out
+
+
+def describe_policies(scn: Scenario, pols: dict[str, Policy]) -> dict[str, dict]:
+    """What each policy ran with, for the records: the selector's effective config (with the checkpoint's
+    path and SHA-256) for the attention policies, the scenario's ``[policy.NAME]`` arguments for others."""
+    out = {}
+    for name, pol in pols.items():
+        describe = getattr(pol, "describe", None)
+        out[name] = describe() if callable(describe) else dict(scn.policy_args.get(name, {}))
     return out
 
 
@@ -109,6 +141,7 @@ class RunResult:
     summary: dict  # policy -> KPI summary
     trace: dict = field(default_factory=dict)  # one drop, for plots
     rows: list = field(default_factory=list)
+    policies_config: dict = field(default_factory=dict)  # policy -> what it ran with (describe_policies)
 
 
 def _table(summary: dict, scn: Scenario) -> str:
@@ -126,13 +159,18 @@ def _table(summary: dict, scn: Scenario) -> str:
 
 def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[str] | None = None,
                  seed: int | None = None, checkpoint: str | None = None, device: torch.device | str = "cpu",
-                 progress: bool = True, figures: bool = True) -> RunResult:
+                 progress: bool = True, figures: bool = True, force: bool = False) -> RunResult:
     """Evaluate policies on ``scn``; print the table; write metrics.json, steps.csv and figures/.
 
     Channels, measurements, policies (the selector included) and per-decision KPIs are computed on
     ``device``; each chunk's per-decision KPIs are copied to the CPU once per policy for the tables,
     the CSV and the bootstrap.
+
+    ``out_dir`` is checked before anything is computed (:func:`beamattn.outdir.check_out`); an existing
+    results folder is replaced, as a whole, only with ``force``.
     """
+    if out_dir is not None:
+        check_out(out_dir, kind="dir", force=force, inputs=[checkpoint])
     device = torch.device(device)
     seed = scn.seed if seed is None else seed
     names = list(policies or scn.policies)
@@ -150,6 +188,7 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
         times = sample.times.cpu()[ep.timeline.use_start].tolist()
         for name, pol in pols.items():
             dec = pol.decide(ep)
+            check_decision(name, ep, dec)  # shapes, finite, unit-norm beams, ids in range: one line if not
             m = decision_metrics(ep, dec, scn.outage_db).to("cpu")  # one copy per policy and chunk
             for key in SUMMARY_KEYS:
                 per_drop[name][key].append(getattr(m, key).mean(1).numpy())
@@ -179,10 +218,10 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
           f"{scn.codebook.oversampling}x DFT codebook of {make_codebooks(scn)[0].num_beams} beams, "
           f"Set B {ep.set_b.numel()} beams, mean ± 95% CI half-width over drops ({elapsed:.1f} s)")
     print(table)
-    result = RunResult(summary=summary, trace=trace, rows=rows)
+    result = RunResult(summary=summary, trace=trace, rows=rows, policies_config=describe_policies(scn, pols))
     if out_dir is not None:
         _write_outputs(Path(out_dir), scn, seed, names, checkpoint, summary, table, rows, trace, elapsed, figures,
-                       describe_device(device))
+                       describe_device(device), force=force, policies_config=result.policies_config)
     return result
 
 
@@ -197,10 +236,10 @@ def _rows(name: str, start: int, times: list, m: DecisionMetrics):
 
 
 def _write_outputs(out: Path, scn: Scenario, seed: int, names, checkpoint, summary, table, rows, trace, elapsed,
-                   figures: bool, device: str = "cpu") -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
-    try:
+                   figures: bool, device: str = "cpu", force: bool = False, policies_config: dict | None = None
+                   ) -> None:
+    """Write the results into a staging folder beside ``out`` that replaces ``out`` as a whole when complete."""
+    with StagedDir(out, force=force, command="run") as stage:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(STEP_FIELDS)
@@ -208,6 +247,7 @@ def _write_outputs(out: Path, scn: Scenario, seed: int, names, checkpoint, summa
         write_text_atomic(stage / "steps.csv", buf.getvalue())
         meta = {
             "scenario": scn.to_dict(), "seed": seed, "policies": names, "checkpoint": checkpoint,
+            "policies_config": policies_config or {},  # what ran: a checkpoint's selector config, not the scenario's
             "device": device, "elapsed_s": elapsed, "versions": {"beamattn": __version__, "torch": torch.__version__,
                                                "numpy": np.__version__, "python": platform.python_version()},
             "metrics": summary, "table_markdown": table,
@@ -217,13 +257,6 @@ def _write_outputs(out: Path, scn: Scenario, seed: int, names, checkpoint, summa
             from .plots import run_figures
 
             run_figures(trace, summary, scn, stage / "figures")
-        for item in stage.iterdir():  # everything is complete: move into place
-            target = out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            item.replace(target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     print(f"wrote {out / 'metrics.json'}, {out / 'steps.csv'}" + (f" and {out / 'figures'}/" if figures else ""),
           file=sys.stderr)
 

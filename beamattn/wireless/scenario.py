@@ -107,6 +107,7 @@ class Scenario:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     policy_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "<memory>"
+    selector_explicit: tuple[str, ...] = ()  # the [selector] fields the file set (a checkpoint must agree on them)
 
     def make_channel(self):
         """The channel back-end object for this scenario."""
@@ -121,6 +122,8 @@ class Scenario:
                 return [plain(v) for v in x]
             if isinstance(x, dict):
                 return {k: plain(v) for k, v in x.items()}
+            if isinstance(x, float) and not math.isfinite(x):
+                return str(x)  # "inf" (e.g. k_factor_db = inf, LoS only): strict JSON has no Infinity
             if isinstance(x, (int, float, str, bool)) or x is None:
                 return x
             return str(x)
@@ -271,7 +274,7 @@ def parse_scenario(data: dict, source: str = "<memory>") -> Scenario:
 
         scn = Scenario(**head, backend=backend, channel=channel, array=array, codebook=codebook,
                        measurement=measurement, selector=selector, training=training, policy_args=policy_args,
-                       source=source)
+                       source=source, selector_explicit=tuple(sorted(data.get("selector", {}))))
         num_beams = array.num_ant * codebook.oversampling ** (1 if array.num_rows == 1 else 2)
         scn.selector = _selector_grid(selector, data.get("selector", {}), array, codebook, num_beams)
         if measurement.set_b > num_beams:

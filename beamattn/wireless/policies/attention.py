@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Iterable
+
 import torch
 from torch import Tensor
 
@@ -16,23 +19,79 @@ class AttentionPolicy(Policy):
     Without a checkpoint it is the untrained selector (fixed goal "more RSRP is better").
     It measures Set B every period; its overhead is ``|Set B|``.
 
+    What runs, when a checkpoint is given, is the checkpoint's selector: its stored config (normalizer,
+    cophase, d_model, history, ...; the weights were trained for it), with the evaluation-only fields
+    ``mode`` and ``topk`` taken from ``config`` (a note on stderr names each one that differs from the
+    checkpoint's). A field named in ``explicit`` (set by the scenario file) whose value differs from the
+    checkpoint's is refused, one line per field: a run labelled "softmax" must not run a sparsemax
+    checkpoint. :meth:`describe` gives the configuration that really runs, for the records.
+
     Args:
         config: :class:`SelectorConfig` (the scenario's ``[selector]`` table; its ``grid``, set by the
             scenario for a UPA, must match the checkpoint's).
         checkpoint: a ``.safetensors`` file written by ``beamattn train``.
+        selector: a ready :class:`AttentionSelector` (training, tests).
+        explicit: the ``config`` fields the user set (``Scenario.selector_explicit``); a checkpoint must
+            agree with each of them, except the evaluation-only ``mode`` and ``topk``.
     """
 
-    def __init__(self, config=None, checkpoint: str | None = None, selector=None) -> None:
+    def __init__(self, config=None, checkpoint: str | None = None, selector=None,
+                 explicit: Iterable[str] = ()) -> None:
         from ..selector import SelectorConfig
 
         self.config = config or SelectorConfig(learned=False)
         self._grid_given = config is not None  # a checkpoint's grid is checked against a given config only
-        self.checkpoint = checkpoint
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.selector = selector  # a ready AttentionSelector (training, tests)
+        self.explicit = frozenset(explicit)
+        self.checkpoint_config = None  # the SelectorConfig that runs from the checkpoint
+        self.checkpoint_sha256: str | None = None
+        if self.checkpoint is not None:
+            self._read_checkpoint()
+
+    def _read_checkpoint(self) -> None:
+        """Read the checkpoint's config (no weights), refuse conflicting explicit fields, note overrides."""
+        from ..checkpoint import (EVAL_FIELDS, CheckpointError, checkpoint_selector_config, file_sha256,
+                                  read_checkpoint_config)
+
+        path = self.checkpoint
+        meta = read_checkpoint_config(path)
+        overrides = {k: getattr(self.config, k) for k in EVAL_FIELDS}
+        stored = checkpoint_selector_config(meta, path)  # as trained
+        runs = checkpoint_selector_config(meta, path, overrides)
+        conflicts = []
+        for key in sorted(self.explicit - set(EVAL_FIELDS) - {"grid"}):  # grid: checked when loading, by shape
+            mine, theirs = getattr(self.config, key, None), getattr(stored, key, None)
+            if mine != theirs:
+                conflicts.append(f"checkpoint {path}: [selector] field {key!r} = {mine!r} in the scenario, but the "
+                                 f"checkpoint was trained with {key} = {theirs!r}; expected the checkpoint's value "
+                                 "(remove the field from [selector], or retrain)")
+        if conflicts:
+            raise CheckpointError("\n".join(conflicts))
+        for key in EVAL_FIELDS:
+            if getattr(runs, key) != getattr(stored, key) and (key != "topk" or "topk" in (runs.mode, stored.mode)):
+                print(f"note: checkpoint {path}: [selector] field {key!r} = {getattr(runs, key)!r} from the scenario "
+                      f"replaces the checkpoint's {getattr(stored, key)!r} (an evaluation-only field)",
+                      file=sys.stderr)
+        self.checkpoint_config = runs
+        self.checkpoint_sha256 = file_sha256(path)
+
+    def describe(self) -> dict:
+        """The selector configuration that runs (plain JSON types), with the checkpoint's path and SHA-256
+        (None without a checkpoint): what ``metrics.json`` records as ``policies_config``."""
+        from ..selector import SelectorConfig
+
+        if self.checkpoint is not None:
+            cfg = self.checkpoint_config
+        elif self.selector is not None:
+            cfg = self.selector.config
+        else:  # built by build(): the untrained selector
+            cfg = SelectorConfig(**{**self.config.to_dict(), "learned": False})
+        return {**cfg.to_dict(), "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256}
 
     def build(self, ep: Episode):
         """The selector for this episode's codebook and Set B (built once per distinct pair)."""
-        from ..checkpoint import load_selector
+        from ..checkpoint import CheckpointError, file_sha256, load_selector
         from ..selector import AttentionSelector, SelectorConfig
 
         dev = ep.device
@@ -48,6 +107,9 @@ class AttentionPolicy(Policy):
             self.selector = load_selector(self.checkpoint, beams, measured,
                                           overrides={"mode": self.config.mode, "topk": self.config.topk},
                                           **({"grid": self.config.grid} if self._grid_given else {}))
+            if file_sha256(self.checkpoint) != self.checkpoint_sha256:  # the records name the file that ran
+                raise CheckpointError(f"checkpoint {self.checkpoint}: the file changed during the run; expected "
+                                      "it unchanged")
         elif self.config.learned and self.selector is not None:
             raise ValueError("policy 'attention': the given trained selector was made for another codebook or Set B")
         else:
