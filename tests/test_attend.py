@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beamattn.core import AdditiveScore, BilinearScore, attend, sparsemax
+from beamattn.core import NORMALIZERS, AdditiveScore, BilinearScore, attend, dot_scores, entmax15, sparsemax
 
 
 def qkv(*batch, lq=7, lk=9, d=8, dv=5, seed=0, dtype=torch.float32):
@@ -174,15 +174,54 @@ def test_sdpa_dropout_path_is_unbiased():
 
 
 def test_score_variance_scaling():
-    # Unit-variance q, k: the unscaled dot product has variance d, the scaled one 1.
+    # Unit-variance q, k: the raw dot product (dot_scores) has variance d; the scores attend() normalises with its
+    # default scale have variance 1. An identity "normaliser" hands attend's scaled scores back as the weights.
     g = torch.Generator().manual_seed(7)
+    identity = lambda s, dim: s  # noqa: E731
     for d in (16, 256):
         q = torch.randn(512, d, generator=g)
         k = torch.randn(512, d, generator=g)
-        raw = (q @ k.T).var().item()
-        assert abs(raw / d - 1) < 0.1
-        scaled = (q @ k.T / math.sqrt(d)).var().item()
-        assert abs(scaled - 1) < 0.1
+        v = torch.zeros(512, 1)
+        raw = dot_scores(q, k)  # [512, 512]
+        torch.testing.assert_close(raw, q @ k.T)
+        assert abs(raw.var().item() / d - 1) < 0.1
+        _, scaled = attend(q, k, v, normalizer=identity, return_weights=True)  # [512, 512] scores · 1/sqrt(d)
+        torch.testing.assert_close(scaled, raw / math.sqrt(d))
+        assert abs(scaled.var().item() - 1) < 0.1
+        for normalizer in ("softmax", "sparsemax"):  # the same scale on the named normalisers' path
+            _, w = attend(q[:4], k[:6], v[:6], normalizer=normalizer, return_weights=True)
+            ref = NORMALIZERS[normalizer](raw[:4, :6] / math.sqrt(d), -1)
+            torch.testing.assert_close(w, ref)
+        # cosine scores: the default scale sqrt(d) also gives unit variance for random vectors
+        _, c = attend(q, k, v, score="cosine", normalizer=identity, return_weights=True)
+        assert abs(c.var().item() - 1) < 0.1
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "sparsemax", "entmax15"])
+@pytest.mark.parametrize("bias_rows", ["full", "broadcast"])
+def test_topk_with_bias_equals_a_float64_reference(normalizer, bias_rows):
+    # Independent reference: float64 scores + bias, keep each query's top k of the biased scores, normalise.
+    # A bias large enough to reorder the top k: dropping it (or adding it after the top-k choice) fails.
+    q, k, v = qkv(2, lq=10, lk=12, seed=3)
+    g = torch.Generator().manual_seed(4)
+    bias = 3.0 * torch.randn(10 if bias_rows == "full" else 1, 12, generator=g)  # [Lq or 1, Lk]
+    mask = torch.rand(10, 12, generator=g) > 0.2
+    mask[:, 0] = True
+    norm = {"softmax": torch.softmax, "sparsemax": sparsemax, "entmax15": entmax15}[normalizer]
+    for m in (None, mask):
+        s = (q.double() @ k.double().transpose(-2, -1)) / math.sqrt(8) + bias.double()  # [2, 10, 12]
+        if m is not None:
+            s = s.masked_fill(~m, float("-inf"))
+        keep = torch.zeros_like(s, dtype=torch.bool).scatter(-1, s.topk(4, -1).indices, True)
+        w_ref = norm(s.masked_fill(~keep, float("-inf")), -1)  # [2, 10, 12]
+        assert not torch.equal(keep, torch.zeros_like(keep).scatter(-1, (s - bias.double()).topk(4, -1).indices, True))
+        for cs in (None, 1, 3):
+            out, w = attend(q, k, v, bias=bias, mask=m, topk=4, normalizer=normalizer, chunk_size=cs,
+                            return_weights=True)
+            torch.testing.assert_close(w.double(), w_ref, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out.double(), w_ref @ v.double(), atol=1e-5, rtol=0)
+            torch.testing.assert_close(attend(q, k, v, bias=bias, mask=m, topk=4, normalizer=normalizer,
+                                              chunk_size=cs), out)
 
 
 def test_temperature_and_scale():

@@ -30,13 +30,30 @@ def test_awgn_extremes_with_ls_estimation():
     assert chain.errors(1.0, ebno_to_no(-2.0, 2, 0.5), batch=40, seed=2).all()
 
 
+@pytest.mark.parametrize("bits_per_symbol, code_rate", [(2, 0.5), (4, 0.75), (6, 1 / 3), (2, 0.9)])
+def test_ebno_to_no_equals_sionnas_ebnodb2no(bits_per_symbol, code_rate):
+    # Independent reference: Sionna's ebnodb2no (no resource grid: no pilot overhead), float64 on both sides.
+    from sionna.phy.utils import ebnodb2no
+
+    for ebno in (-3.0, 0.0, 1.25, 7.5, 20.0):
+        ref = float(ebnodb2no(torch.tensor(ebno, dtype=torch.float64), bits_per_symbol, code_rate,
+                              precision="double"))
+        assert ebno_to_no(ebno, bits_per_symbol, code_rate) == pytest.approx(ref, rel=1e-12)
+        # the closed form: N0 = 1 / (Eb/N0 · bits per symbol · code rate)
+        assert ebno_to_no(ebno, bits_per_symbol, code_rate) == pytest.approx(
+            10 ** (-ebno / 10) / (bits_per_symbol * code_rate), rel=1e-12)
+
+
 def test_awgn_bler_matches_sionna_reference():
     # Unit-gain SISO AWGN channel, known CSI: the OFDM chain's BLER equals Sionna's own
     # encoder -> mapper -> AWGN -> demapper -> decoder simulation of the same (k, n) code and QPSK.
+    # The noise level comes from Sionna's ebnodb2no, not from the package's own mapping.
+    from sionna.phy.utils import ebnodb2no
+
     chain = LinkChain(LinkConfig(bits_per_symbol=2, code_rate=0.5, estimator="perfect"))
     n = 300
     for i, ebno in enumerate((0.75, 1.0, 1.25)):
-        no = ebno_to_no(ebno, 2, 0.5)
+        no = float(ebnodb2no(ebno, 2, 0.5))
         e1 = chain.errors(1.0, no, batch=n, seed=10 + i)
         e2 = reference_awgn_errors(chain.k, chain.n, 2, no, n, seed=20 + i)
         p1, p2, bound = _agree(e1, e2)

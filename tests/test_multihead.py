@@ -36,10 +36,12 @@ def _run_torch(mha: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, **kw
     return (out if mha.batch_first else out.transpose(0, 1)), w
 
 
-def _reference(m: MultiHeadAttention, x: Tensor, kv: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _reference(m: MultiHeadAttention, x: Tensor, kv: Tensor, mask: Tensor | None = None,
+               bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Slow reference: head by head, explicit per-head projections sliced from the fused weights, plain math.
 
-    ``x [B, Lq, E]``, ``kv [B, Lk, kdim]`` (key = value), ``mask`` bool ``[B, H, Lq, Lk]`` or None.
+    ``x [B, Lq, E]``, ``kv [B, Lk, kdim]`` (key = value), ``mask`` bool ``[B, H, Lq, Lk]`` or None,
+    ``bias`` float ``[B|1, H, Lq, Lk]`` (head ``h`` adds ``bias[:, h]`` after scaling) or None.
     """
     outs, weights = [], []
     qo = vo = 0
@@ -52,6 +54,8 @@ def _reference(m: MultiHeadAttention, x: Tensor, kv: Tensor, mask: Tensor | None
         v = kv @ w_v.T + b_v  # [B, Lk, dv]
         scale = m.shared_scale if m.shared_scale is not None else 1.0 / math.sqrt(d)
         s = (q @ k.transpose(-2, -1)) * scale  # [B, Lq, Lk]
+        if bias is not None:
+            s = s + bias[:, h]
         if mask is not None:
             s = s.masked_fill(~mask[:, h], float("-inf"))
         a = torch.softmax(s, dim=-1)  # [B, Lq, Lk]
@@ -192,6 +196,30 @@ def test_per_head_mask_and_noncontiguous_groups_match_reference() -> None:
     _close(w, ref_w, torch.float64)
     _close(m(x, mask=mask)[0], ref_out, torch.float64)
     _close(m.head_outputs(x, mask=mask).sum(1) + m.out_proj.bias, out, torch.float64)
+
+
+@pytest.mark.parametrize("dims", [[32, 16, 32, 16, 8], [16, 16, 32, 8, 8]])  # non-consecutive and consecutive groups
+@pytest.mark.parametrize("batched_bias", [False, True])
+def test_heterogeneous_heads_add_each_heads_own_bias(dims: list[int], batched_bias: bool) -> None:
+    # A score bias that differs per head (and per batch item): every head must get its own slice, also when the
+    # heads are split into groups of one size. The reference adds bias[:, h] to head h.
+    torch.manual_seed(8)
+    h = len(dims)
+    m = MultiHeadAttention(24, head_dims=dims).double()
+    x = torch.randn(2, 5, 24, dtype=torch.float64)
+    bias = 2.0 * torch.randn(2 if batched_bias else 1, h, 5, 5, dtype=torch.float64)  # [B|1, H, Lq, Lk]
+    mask = torch.rand(2, h, 5, 5) < 0.7
+    mask[..., 0] = True
+    arg = bias if batched_bias else bias[0]  # [B, H, Lq, Lk] or [H, Lq, Lk]
+    for mk in (None, mask):
+        out, w = m(x, mask=mk, bias=arg, need_weights=True)
+        ref_out, ref_w = _reference(m, x, x, mask=mk, bias=bias)
+        _close(w, ref_w, torch.float64)
+        _close(out, ref_out, torch.float64)
+        _close(m(x, mask=mk, bias=arg)[0], ref_out, torch.float64)  # the path without weights
+        _close(m.head_outputs(x, mask=mk, bias=arg).sum(1) + m.out_proj.bias, ref_out, torch.float64)
+    # the bias matters: without it the weights differ
+    assert not torch.allclose(m(x, need_weights=True)[1], ref_w)
 
 
 def test_attend_called_once_per_head_group(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,10 @@ from beamattn.keras.selector_file import read_selector_file  # noqa: E402
 FIXTURES = Path(__file__).parent / "fixtures"
 NAMES = sorted(p.name[: -len(".io.safetensors")] for p in FIXTURES.glob("*.io.safetensors"))
 ROOT = Path(__file__).resolve().parents[2]
-TOL = 1e-5  # the parity the issue asks for
+# The parity the issue asks for: 1e-5 on beams and weights (entries of size <= 1: ~84 float32 ulps, room for TF vs
+# torch rounding on any CPU, the fixtures being written on another), relative to the size for the entropy (up to
+# ln M ≈ 4.2 nats, where 1e-5 absolute would be only ~20 ulps).
+TOL = 1e-5
 
 
 def _load(name: str) -> tuple[AttentionSelectorLayer, dict[str, np.ndarray]]:
@@ -63,6 +66,7 @@ def test_upa_fixtures_use_2d_keys():
     assert grids == {(8, 8): (16, 5, 5, 5), (4, 16): (32, 5, 3, 9)}
 
 
+@pytest.mark.crossrun
 @pytest.mark.parametrize("name", NAMES)
 def test_same_outputs_as_the_torch_selector(name):
     layer, io = _load(name)
@@ -72,7 +76,7 @@ def test_same_outputs_as_the_torch_selector(name):
     assert np.abs(out["beams"] - ref_beams).max() <= TOL
     assert out["weights"].shape == io["weights"].shape
     assert np.abs(out["weights"] - io["weights"]).max() <= TOL
-    assert np.abs(out["entropy"] - io["entropy"]).max() <= TOL
+    np.testing.assert_allclose(out["entropy"], io["entropy"], rtol=TOL, atol=TOL)
     np.testing.assert_array_equal(out["index"], io["index"])
     np.testing.assert_array_equal(out["active"], io["active"])
 
@@ -234,6 +238,7 @@ def _model_inputs(layer: AttentionSelectorLayer, io: dict) -> list | np.ndarray:
     return [flat, io["phase"].reshape(len(flat), -1)] if layer.selector["cophase"] else flat
 
 
+@pytest.mark.crossrun
 @pytest.mark.parametrize("kind", ["learned-sparsemax-soft-cophase", "untrained-entmax15-topk",
                                   "learned-sparsemax-soft-upa4x4"])
 def test_inside_a_keras_model_and_saved_and_loaded(kind, tmp_path):
