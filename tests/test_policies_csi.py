@@ -22,14 +22,14 @@ from beamattn.wireless.codebooks import dft_codebook
 from beamattn.wireless.measurement import MeasurementConfig, build_episode
 from beamattn.wireless.policies import make_policy
 from beamattn.wireless.policies.checks import check_decision
-from beamattn.wireless.policies.csi_codebooks import TYPE2_AMPLITUDES, quantize_phase
+from beamattn.wireless.policies.csi_codebooks import TYPE2_AMPLITUDES, complex_reports, quantize_phase
 from beamattn.wireless.runner import episodes
 
 sys.path.insert(0, str(Path(__file__).parent))
 from wireless_fixtures import tiny_scenario  # noqa: E402
 
 NEW = ["type1", "type1-oversampled", "type2-l2-qpsk", "type2-l2-8psk", "type2-l4-qpsk", "type2-l4-8psk",
-       "mrt-reports", "omp-beam", "omp-mrt"]
+       "type2-l4-8psk-avg", "mrt-reports", "mrt-reports-avg", "omp-beam", "omp-mrt", "omp-beam-avg", "omp-mrt-avg"]
 NEEDS_PHASE = [n for n in NEW if n != "type1"]
 
 
@@ -102,6 +102,45 @@ def test_mrt_from_reports_is_conj_h_projected_on_set_b():
     dec = make_policy("mrt-reports").decide(ep)
     torch.testing.assert_close(dec.beams, want.unsqueeze(1).expand_as(dec.beams), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(ep.gain(dec.beams)[:, 0], (p.abs() ** 2).sum(-1), rtol=1e-9, atol=0)
+
+
+# --------------------------------------------------------------------------- reading the reports
+
+
+def test_reports_average_linear_power_over_the_history_and_keep_the_latest_phase():
+    scn = tiny_scenario(measurement={"history": 3, "quantization_db": 1.0})
+    _, ep, _ = next(episodes(scn, 0, 2))
+    rsrp, phase = ep.history(3)  # [B, D, 3, K]
+    want_amp = (10 ** (rsrp[..., ep.set_b].double() / 10)).mean(-2).sqrt()
+    y = complex_reports(ep, "t", history=None)
+    torch.testing.assert_close(y.abs().double(), want_amp, rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.angle(y), phase[:, :, -1][..., ep.set_b].to(torch.float32), rtol=0, atol=1e-5)
+    torch.testing.assert_close(complex_reports(ep, "t"), complex_reports(ep, "t", history=1))
+    with pytest.raises(ValueError, match="policy 'mrt-reports': argument 'history' = 4 exceeds"):
+        make_policy("mrt-reports", history=4).decide(ep)
+    with pytest.raises(ValueError, match="argument 'debias' = 1"):
+        make_policy("omp-mrt", debias=1)
+
+
+def test_debiased_reports_estimate_the_beam_gain_without_the_noise_power():
+    # RSRP = mean_r |sqrt(ρ_m) hᵀv + n_r|² / ρ_m has mean |hᵀv|² + 1/ρ_m: at ρ_m = 0 dB the bias is 1, as large
+    # as a weak beam's gain. Debiased, the mean over many decisions of a strong beam's power is |hᵀv|².
+    book = dft_codebook(ULA(8), 2, dtype=torch.complex128)
+    h0 = math.sqrt(8) * (3 * book.beams[0] + 2 * book.beams[2]).conj().unsqueeze(0)  # |hᵀv|² = 72 and 32
+    cfg = MeasurementConfig(period=0.02, delay=0.005, snr_db=0.0, samples=1, quantization_db=0.0, with_phase=True,
+                            set_b=8, history=4)
+    h = h0.expand(64, -1)  # 64 drops of the same static channel, independent noise
+    ep = build_episode(_sample(_static(h, t=400)), book, None, cfg, 10.0, seed=1)
+    true = (h0 @ book.beams[ep.set_b].T).abs() ** 2  # [1, J]
+    strong = true[0] > 8  # beams far above the noise: the floor at 1e-12 never acts
+    assert int(strong.sum()) == 2
+    for hist in (1, 4):
+        est = complex_reports(ep, "t", history=hist, debias=True).abs() ** 2  # [B, D, J]
+        raw = complex_reports(ep, "t", history=hist).abs() ** 2
+        n = est.shape[0] * est.shape[1]
+        mean, err = est.mean((0, 1)), 4 * est.std((0, 1)) / math.sqrt(n / hist)  # correlated over the history
+        assert bool(((mean - true[0]).abs() <= err)[strong].all())
+        assert bool(((raw.mean((0, 1)) - mean - 1).abs()[strong] < 1e-9).all())  # exactly 1/ρ_m less
 
 
 # --------------------------------------------------------------------------- Type II

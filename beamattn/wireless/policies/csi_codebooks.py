@@ -26,7 +26,12 @@ The selector co-phases its values the same way (``v_i e^{-jφ_i}``, :mod:`..sele
 
 What a policy reads: the latest report of each Set B beam — amplitude ``a_b`` = the square root of
 the reported (noisy, quantised) RSRP in linear units, and its phase — as every other measured policy
-(overhead: ``|Set B|`` beams per decision).
+(overhead: ``|Set B|`` beams per decision). Two arguments let it read what the selector reads:
+``history`` (the amplitude from the linear mean of the last ``history`` RSRP reports, None = all the
+measurement ``history`` allows; the phase is always the latest, as the selector's co-phasing) and
+``debias`` (subtract the known noise power ``1/ρ_m`` that every RSRP report carries, floored just
+above 0, so beams below the noise get almost no amplitude instead of ``~1/sqrt(ρ_m)``). The ``-avg``
+variants (``mrt-reports-avg``, ``type2-l4-8psk-avg``) use both, with the whole history.
 
 Report size: each policy has ``report_bits(ep) -> int | None``, the bits of one CSI report (one
 decision), or None when its coefficients are unquantised (then ``report_values(ep)`` complex
@@ -56,9 +61,9 @@ from torch import Tensor
 from ..measurement import Episode
 from .base import Decision, Policy, _best_of, _pick, register
 
-__all__ = ["TYPE2_AMPLITUDES", "complex_reports", "quantize_amplitude", "quantize_phase", "TypeI",
+__all__ = ["TYPE2_AMPLITUDES", "complex_reports", "quantize_amplitude", "quantize_phase", "ReportPolicy", "TypeI",
            "TypeIOversampled", "TypeII", "TypeIIL2QPSK", "TypeIIL28PSK", "TypeIIL4QPSK", "TypeIIL48PSK",
-           "MRTFromReports"]
+           "TypeIIL48PSKAvg", "MRTFromReports", "MRTFromReportsAvg"]
 
 # TS 38.214 Table 5.2.2.2.3-2: wideband amplitude values p^(1) (3 bits), as the standard writes them.
 TYPE2_AMPLITUDES: tuple[float, ...] = (1.0, math.sqrt(0.5), math.sqrt(0.25), math.sqrt(0.125), math.sqrt(0.0625),
@@ -66,21 +71,61 @@ TYPE2_AMPLITUDES: tuple[float, ...] = (1.0, math.sqrt(0.5), math.sqrt(0.25), mat
 _ORTH_TOL = 1e-3  # |v_iᴴ v_j| below this: the two beams are orthogonal (float32 DFT beams give ~1e-7)
 
 
-def complex_reports(ep: Episode, policy: str) -> Tensor:
-    """The latest complex report of each Set B beam, ``y_b = a_b e^{jφ_b} ≈ hᵀ v_b``: ``[B, D, J]``.
+def complex_reports(ep: Episode, policy: str, history: int | None = 1, debias: bool = False) -> Tensor:
+    """The complex report of each Set B beam, ``y_b = a_b e^{jφ_b} ≈ hᵀ v_b``: ``[B, D, J]``.
 
     ``a_b`` is the square root of the reported RSRP (linear; noisy, noise-biased and quantised like
-    the report), ``φ_b`` the reported phase. Complex dtype of the episode (``cov_use``).
+    the report), averaged in linear power over the last ``history`` reports (None: all the measurement
+    ``history`` allows) and, with ``debias``, less the noise power ``1/ρ_m`` (floored at 1e-12);
+    ``φ_b`` is the latest reported phase. Complex dtype of the episode (``cov_use``).
 
     Raises:
-        ValueError: one line naming ``policy`` and the scenario field when the episode has no phases.
+        ValueError: one line naming ``policy`` and the scenario field when the episode has no phases,
+            or the argument ``history`` when it exceeds the measurement ``history``.
     """
     if ep.phase is None:
         raise ValueError(f"policy {policy!r} needs phase reports: scenario field [measurement] 'with_phase' = "
                          "false; expected with_phase = true")
+    allowed = ep.timeline.history
+    length = allowed if history is None else history
+    if length > allowed:
+        raise ValueError(f"policy {policy!r}: argument 'history' = {history} exceeds the measurement 'history' = "
+                         f"{allowed}; expected history <= {allowed}")
     real = ep.cov_use.real.dtype
-    amp = torch.pow(10.0, ep.rsrp_db[..., ep.set_b].to(real) / 20)  # [B, D, J] sqrt of linear RSRP
-    return torch.polar(amp, ep.phase[..., ep.set_b].to(real)).to(ep.cov_use.dtype)  # [B, D, J]
+    rsrp, phase = ep.history(length)  # [B, D, L, K] each
+    power = torch.pow(10.0, rsrp[..., ep.set_b].to(real) / 10).mean(-2)  # [B, D, J] linear, mean over L
+    if debias:
+        power = (power - 10 ** (-ep.config.snr_db / 10)).clamp_min(1e-12)  # E[report] = |hᵀv|² + 1/ρ_m
+    return torch.polar(power.sqrt(), phase[..., -1, ep.set_b].to(real)).to(ep.cov_use.dtype)  # [B, D, J]
+
+
+class ReportPolicy(Policy):
+    """A policy that reads the complex Set B reports (:func:`complex_reports`).
+
+    Args:
+        history: RSRP reports averaged per beam (1 = the latest; None = the measurement ``history``).
+        debias: subtract the reports' noise power ``1/ρ_m``.
+    """
+
+    def __init__(self, history: int | None = 1, debias: bool = False) -> None:
+        if history is not None and (isinstance(history, bool) or not isinstance(history, int) or history < 1):
+            raise ValueError(f"policy {self.name!r}: argument 'history' = {history!r}; expected an integer >= 1 "
+                             "or none (the measurement 'history')")
+        if not isinstance(debias, bool):
+            raise ValueError(f"policy {self.name!r}: argument 'debias' = {debias!r}; expected true or false")
+        self.history, self.debias = history, debias
+
+    def reports(self, ep: Episode) -> Tensor:
+        """``y [B, D, J]`` complex, what this policy reads of Set B."""
+        return complex_reports(ep, self.name, self.history, self.debias)
+
+    def strongest(self, ep: Episode, y: Tensor, k: int = 4) -> tuple[Tensor, Tensor]:
+        """The strongest Set B beam ``[B, D]`` (narrow id) and the ``k`` strongest ``[B, D, k]``: from one
+        report, ``best-of-set-b``'s pick (ties broken as it does); from a history, by the averaged power."""
+        if (ep.timeline.history if self.history is None else self.history) == 1:
+            return _best_of(ep, ep.set_b, k)
+        ranking = ep.set_b[(y.abs() ** 2).topk(min(k, y.shape[-1]), dim=-1).indices]  # [B, D, k]
+        return ranking[..., 0], ranking
 
 
 def quantize_amplitude(a: Tensor) -> Tensor:
@@ -156,7 +201,7 @@ class TypeI(Policy):
 
 
 @register("type1-oversampled")
-class TypeIOversampled(TypeI):
+class TypeIOversampled(ReportPolicy):
     """NR Type I from the channel the complex Set B reports give: the best beam of all of Set A.
 
     A UE that measures non-precoded (per-port) CSI-RS knows the channel and reports the best beam of
@@ -166,8 +211,10 @@ class TypeIOversampled(TypeI):
     Report bits: as ``type1``.
     """
 
+    report_bits = TypeI.report_bits
+
     def decide(self, ep: Episode) -> Decision:
-        y = complex_reports(ep, self.name)  # [B, D, J]
+        y = self.reports(ep)  # [B, D, J]
         h_hat = y @ torch.linalg.pinv(_set_b_beams(ep).T)  # [B, D, N]: ĥᵀ V_Bᵀ = yᵀ, min-norm
         gains = (h_hat @ ep.codebook.beams.to(y.dtype).T).abs() ** 2  # [B, D, M] |ĥᵀ v_m|²
         ranking = gains.topk(min(4, ep.num_beams), dim=-1).indices  # [B, D, 4]
@@ -190,7 +237,7 @@ def _combination(ep: Episode, coef: Tensor, members: Tensor, index: Tensor, rank
 
 
 @register("type2")
-class TypeII(Policy):
+class TypeII(ReportPolicy):
     """NR Type II (TS 38.214 §5.2.2.2.3), one polarisation, wideband amplitudes: ``L`` combined beams.
 
     Per decision: the strongest reported Set B beam ``b*`` (``best-of-set-b``'s pick), its orthogonal
@@ -205,9 +252,12 @@ class TypeII(Policy):
         beams: ``L`` (NR: 2, 3 or 4); more than the group holds is refused.
         phase_bits: 2 (QPSK), 3 (8PSK) or None (unquantised phases).
         amplitude: quantise amplitudes to the 3-bit set (False: unquantised).
+        history, debias: how the reports are read (:class:`ReportPolicy`).
     """
 
-    def __init__(self, beams: int = 2, phase_bits: int | None = 2, amplitude: bool = True) -> None:
+    def __init__(self, beams: int = 2, phase_bits: int | None = 2, amplitude: bool = True,
+                 history: int | None = 1, debias: bool = False) -> None:
+        super().__init__(history, debias)
         where = f"policy {self.name!r}"
         if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
             raise ValueError(f"{where}: argument 'beams' = {beams!r}; expected an integer L >= 1")
@@ -244,9 +294,9 @@ class TypeII(Policy):
     def coefficients(self, ep: Episode) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``coef [B, D, J]`` (0 off the chosen beams), chosen ``[B, D, J]`` bool, strongest beam id ``[B, D]``
         and the ranking ``[B, D, min(4, L)]`` (chosen beams by reported power)."""
-        y = complex_reports(ep, self.name)  # [B, D, J]
+        y = self.reports(ep)  # [B, D, J]
         group = self._groups(ep)  # [J, J]
-        lead_id, _ = _best_of(ep, ep.set_b)  # [B, D] narrow id of the strongest beam
+        lead_id, _ = self.strongest(ep, y)  # [B, D] narrow id of the strongest beam
         lead = _positions(ep, lead_id)  # [B, D] its position in Set B
         power = y.abs() ** 2  # [B, D, J]
         score = power.masked_fill(~group[lead], -1.0)  # [B, D, J] off-group beams never chosen
@@ -301,8 +351,17 @@ class TypeIIL48PSK(TypeII):
         super().__init__(beams=4, phase_bits=3)
 
 
+@register("type2-l4-8psk-avg")
+class TypeIIL48PSKAvg(TypeII):
+    """``type2-l4-8psk`` on the selector's report history: amplitudes from the mean RSRP of the whole
+    measurement history, less the noise power (phases: the latest)."""
+
+    def __init__(self) -> None:
+        super().__init__(beams=4, phase_bits=3, history=None, debias=True)
+
+
 @register("mrt-reports")
-class MRTFromReports(Policy):
+class MRTFromReports(ReportPolicy):
     """MRT from the latest reports: every Set B beam co-phased with its reported amplitude and phase.
 
     ``w ∝ Σ_b a_b e^{-jφ_b} v_b = Σ_b conj(y_b) v_b`` (unit norm): for an orthonormal Set B and exact
@@ -318,6 +377,15 @@ class MRTFromReports(Policy):
         return int(ep.set_b.numel())
 
     def decide(self, ep: Episode) -> Decision:
-        y = complex_reports(ep, self.name)  # [B, D, J]
-        index, ranking = _best_of(ep, ep.set_b)
+        y = self.reports(ep)  # [B, D, J]
+        index, ranking = self.strongest(ep, y)
         return _combination(ep, y.conj(), torch.ones_like(y, dtype=torch.bool), index, ranking)
+
+
+@register("mrt-reports-avg")
+class MRTFromReportsAvg(MRTFromReports):
+    """``mrt-reports`` on the selector's report history: amplitudes from the mean RSRP of the whole
+    measurement history, less the noise power (phases: the latest)."""
+
+    def __init__(self) -> None:
+        super().__init__(history=None, debias=True)

@@ -18,7 +18,11 @@ The reconstructed channel ``ĥ = Σ_k x_k a_{g_k}`` gives two policies:
 - ``omp-mrt``: MRT on the reconstructed channel, ``w = conj(ĥ) / ||ĥ||`` (a sparse, denoised
   version of ``mrt-reports``, which uses the raw reports).
 
-Both need phase reports (``[measurement] with_phase = true``); overhead ``|Set B|`` beams. Report:
+``omp-beam-avg`` / ``omp-mrt-avg`` read the amplitudes as the selector reads its reports: the mean
+RSRP of the whole measurement history less the noise power (``history``/``debias`` of
+:class:`~.csi_codebooks.ReportPolicy`; phases: the latest).
+
+All need phase reports (``[measurement] with_phase = true``); overhead ``|Set B|`` beams. Report:
 unquantised, ``|Set B|`` complex values (``report_bits`` is None) — or, if the UE ran OMP, ``K``
 angles and gains; the count here is of what the base station is sent in this package's model.
 """
@@ -30,13 +34,13 @@ from torch import Tensor
 
 from ..codebooks import dft_codebook
 from ..measurement import Episode
-from .base import Decision, Policy, _pick, register
-from .csi_codebooks import _set_b_beams, _unit, complex_reports
+from .base import Decision, _pick, register
+from .csi_codebooks import ReportPolicy, _set_b_beams, _unit
 
-__all__ = ["OMP", "OMPBeam", "OMPMRT"]
+__all__ = ["OMP", "OMPBeam", "OMPMRT", "OMPBeamAvg", "OMPMRTAvg"]
 
 
-class OMP(Policy):
+class OMP(ReportPolicy):
     """OMP over a fine angle grid (module docstring); subclasses choose the beam.
 
     Args:
@@ -44,9 +48,12 @@ class OMP(Policy):
         oversampling: angle-grid oversampling per array axis (grid step ``1 / (oversampling·N_h)``
             in horizontal spatial frequency).
         rel_tol: stop once the residual holds at most this share of the report energy.
+        history, debias: how the reports are read (:class:`~.csi_codebooks.ReportPolicy`).
     """
 
-    def __init__(self, max_paths: int = 3, oversampling: int = 8, rel_tol: float = 0.01) -> None:
+    def __init__(self, max_paths: int = 3, oversampling: int = 8, rel_tol: float = 0.01,
+                 history: int | None = 1, debias: bool = False) -> None:
+        super().__init__(history, debias)
         where = f"policy {self.name!r}"
         if isinstance(max_paths, bool) or not isinstance(max_paths, int) or max_paths < 1:
             raise ValueError(f"{where}: argument 'max_paths' = {max_paths!r}; expected an integer >= 1")
@@ -80,7 +87,7 @@ class OMP(Policy):
     def estimate(self, ep: Episode) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Per decision: atoms ``[B, D, K]`` (long, pick order), gains ``[B, D, K]`` (complex, 0 past the
         stop), paths used ``[B, D]`` (long, ``1..K``) and the channel estimate ``ĥ [B, D, N]``."""
-        y = complex_reports(ep, self.name)  # [B, D, J]
+        y = self.reports(ep)  # [B, D, J]
         atoms, _ = self.dictionary(ep)  # [G, N]
         phi = atoms @ _set_b_beams(ep).T  # [G, J]: Φ[g, b] = a_gᵀ v_b
         norm = torch.linalg.vector_norm(phi, dim=-1).clamp_min(1e-12)  # [G]
@@ -142,3 +149,19 @@ class OMPMRT(OMP):
         index = torch.full(w.shape[:2], -1, dtype=torch.long, device=w.device)
         measured = torch.full(w.shape[:2], float(ep.set_b.numel()), device=w.device)
         return Decision(beams=w, index=index, measured=measured, ranking=ranking)
+
+
+@register("omp-beam-avg")
+class OMPBeamAvg(OMPBeam):
+    """``omp-beam`` with the amplitudes of the whole report history, less the noise power."""
+
+    def __init__(self) -> None:
+        super().__init__(history=None, debias=True)
+
+
+@register("omp-mrt-avg")
+class OMPMRTAvg(OMPMRT):
+    """``omp-mrt`` with the amplitudes of the whole report history, less the noise power."""
+
+    def __init__(self) -> None:
+        super().__init__(history=None, debias=True)
