@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wireless_fixtures import tiny_scenario  # noqa: E402
 
 NEW = ["type1", "type1-oversampled", "type2-l2-qpsk", "type2-l2-8psk", "type2-l4-qpsk", "type2-l4-8psk",
-       "type2-l4-8psk-avg", "mrt-reports", "mrt-reports-avg", "omp-beam", "omp-mrt", "omp-beam-avg", "omp-mrt-avg"]
+       "type2-l4-8psk-avg", "mrt-reports", "mrt-reports-avg", "mrt-reports-mmse", "omp-beam", "omp-mrt", "omp-beam-avg", "omp-mrt-avg"]
 NEEDS_PHASE = [n for n in NEW if n != "type1"]
 
 
@@ -141,6 +141,16 @@ def test_debiased_reports_estimate_the_beam_gain_without_the_noise_power():
         mean, err = est.mean((0, 1)), 4 * est.std((0, 1)) / math.sqrt(n / hist)  # correlated over the history
         assert bool(((mean - true[0]).abs() <= err)[strong].all())
         assert bool(((raw.mean((0, 1)) - mean - 1).abs()[strong] < 1e-9).all())  # exactly 1/ρ_m less
+
+
+def test_shrunk_reports_are_the_linear_mmse_estimates():
+    # y_b P/(P + σ²): σ² = 1/(ρ_m R) is the variance of the mean of R samples CN(0, 1)/sqrt(ρ_m); here 10 dB, R = 2.
+    _, ep, _ = next(episodes(tiny_scenario(), 0, 2))
+    assert ep.config.snr_db == 10.0 and ep.config.samples == 2
+    y = complex_reports(ep, "t", history=None, debias=True)
+    z = complex_reports(ep, "t", history=None, debias=True, shrink=True)
+    p = y.abs() ** 2
+    torch.testing.assert_close(z, y * (p / (p + 0.1 / 2)), rtol=1e-5, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- Type II

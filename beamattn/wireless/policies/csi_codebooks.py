@@ -31,7 +31,11 @@ the reported (noisy, quantised) RSRP in linear units, and its phase — as every
 measurement ``history`` allows; the phase is always the latest, as the selector's co-phasing) and
 ``debias`` (subtract the known noise power ``1/ρ_m`` that every RSRP report carries, floored just
 above 0, so beams below the noise get almost no amplitude instead of ``~1/sqrt(ρ_m)``). The ``-avg``
-variants (``mrt-reports-avg``, ``type2-l4-8psk-avg``) use both, with the whole history.
+variants (``mrt-reports-avg``, ``type2-l4-8psk-avg``) use both, with the whole history;
+``mrt-reports-mmse`` also ``shrink``s each coefficient to its linear MMSE estimate,
+``y_b P_b / (P_b + σ²)`` with ``P_b`` the debiased power and ``σ² = 1/(ρ_m R)`` the noise variance
+of the complex report (``R`` samples), so that beams near the noise, whose phases are mostly
+noise, weigh less than their amplitude alone would make them.
 
 Report size: each policy has ``report_bits(ep) -> int | None``, the bits of one CSI report (one
 decision), or None when its coefficients are unquantised (then ``report_values(ep)`` complex
@@ -63,7 +67,7 @@ from .base import Decision, Policy, _best_of, _pick, register
 
 __all__ = ["TYPE2_AMPLITUDES", "complex_reports", "quantize_amplitude", "quantize_phase", "ReportPolicy", "TypeI",
            "TypeIOversampled", "TypeII", "TypeIIL2QPSK", "TypeIIL28PSK", "TypeIIL4QPSK", "TypeIIL48PSK",
-           "TypeIIL48PSKAvg", "MRTFromReports", "MRTFromReportsAvg"]
+           "TypeIIL48PSKAvg", "MRTFromReports", "MRTFromReportsAvg", "MRTFromReportsMMSE"]
 
 # TS 38.214 Table 5.2.2.2.3-2: wideband amplitude values p^(1) (3 bits), as the standard writes them.
 TYPE2_AMPLITUDES: tuple[float, ...] = (1.0, math.sqrt(0.5), math.sqrt(0.25), math.sqrt(0.125), math.sqrt(0.0625),
@@ -71,13 +75,16 @@ TYPE2_AMPLITUDES: tuple[float, ...] = (1.0, math.sqrt(0.5), math.sqrt(0.25), mat
 _ORTH_TOL = 1e-3  # |v_iᴴ v_j| below this: the two beams are orthogonal (float32 DFT beams give ~1e-7)
 
 
-def complex_reports(ep: Episode, policy: str, history: int | None = 1, debias: bool = False) -> Tensor:
+def complex_reports(ep: Episode, policy: str, history: int | None = 1, debias: bool = False,
+                    shrink: bool = False) -> Tensor:
     """The complex report of each Set B beam, ``y_b = a_b e^{jφ_b} ≈ hᵀ v_b``: ``[B, D, J]``.
 
     ``a_b`` is the square root of the reported RSRP (linear; noisy, noise-biased and quantised like
     the report), averaged in linear power over the last ``history`` reports (None: all the measurement
     ``history`` allows) and, with ``debias``, less the noise power ``1/ρ_m`` (floored at 1e-12);
-    ``φ_b`` is the latest reported phase. Complex dtype of the episode (``cov_use``).
+    ``φ_b`` is the latest reported phase. With ``shrink`` (after ``debias``), ``y_b`` is scaled by
+    ``P_b / (P_b + σ²)``, ``P_b = a_b²``, ``σ² = 1 / (ρ_m R)``: the linear MMSE estimate of ``hᵀ v_b``
+    from a report with noise ``CN(0, σ²)`` and prior power ``P_b``. Complex dtype of the episode (``cov_use``).
 
     Raises:
         ValueError: one line naming ``policy`` and the scenario field when the episode has no phases,
@@ -96,7 +103,10 @@ def complex_reports(ep: Episode, policy: str, history: int | None = 1, debias: b
     power = torch.pow(10.0, rsrp[..., ep.set_b].to(real) / 10).mean(-2)  # [B, D, J] linear, mean over L
     if debias:
         power = (power - 10 ** (-ep.config.snr_db / 10)).clamp_min(1e-12)  # E[report] = |hᵀv|² + 1/ρ_m
-    return torch.polar(power.sqrt(), phase[..., -1, ep.set_b].to(real)).to(ep.cov_use.dtype)  # [B, D, J]
+    amp = power.sqrt()  # [B, D, J]
+    if shrink:
+        amp = amp * power / (power + 10 ** (-ep.config.snr_db / 10) / ep.config.samples)
+    return torch.polar(amp, phase[..., -1, ep.set_b].to(real)).to(ep.cov_use.dtype)  # [B, D, J]
 
 
 class ReportPolicy(Policy):
@@ -105,19 +115,22 @@ class ReportPolicy(Policy):
     Args:
         history: RSRP reports averaged per beam (1 = the latest; None = the measurement ``history``).
         debias: subtract the reports' noise power ``1/ρ_m``.
+        shrink: scale each report to its linear MMSE estimate (:func:`complex_reports`).
     """
 
-    def __init__(self, history: int | None = 1, debias: bool = False) -> None:
+    def __init__(self, history: int | None = 1, debias: bool = False, shrink: bool = False) -> None:
         if history is not None and (isinstance(history, bool) or not isinstance(history, int) or history < 1):
             raise ValueError(f"policy {self.name!r}: argument 'history' = {history!r}; expected an integer >= 1 "
                              "or none (the measurement 'history')")
         if not isinstance(debias, bool):
             raise ValueError(f"policy {self.name!r}: argument 'debias' = {debias!r}; expected true or false")
-        self.history, self.debias = history, debias
+        if not isinstance(shrink, bool):
+            raise ValueError(f"policy {self.name!r}: argument 'shrink' = {shrink!r}; expected true or false")
+        self.history, self.debias, self.shrink = history, debias, shrink
 
     def reports(self, ep: Episode) -> Tensor:
         """``y [B, D, J]`` complex, what this policy reads of Set B."""
-        return complex_reports(ep, self.name, self.history, self.debias)
+        return complex_reports(ep, self.name, self.history, self.debias, self.shrink)
 
     def strongest(self, ep: Episode, y: Tensor, k: int = 4) -> tuple[Tensor, Tensor]:
         """The strongest Set B beam ``[B, D]`` (narrow id) and the ``k`` strongest ``[B, D, k]``: from one
@@ -256,8 +269,8 @@ class TypeII(ReportPolicy):
     """
 
     def __init__(self, beams: int = 2, phase_bits: int | None = 2, amplitude: bool = True,
-                 history: int | None = 1, debias: bool = False) -> None:
-        super().__init__(history, debias)
+                 history: int | None = 1, debias: bool = False, shrink: bool = False) -> None:
+        super().__init__(history, debias, shrink)
         where = f"policy {self.name!r}"
         if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
             raise ValueError(f"{where}: argument 'beams' = {beams!r}; expected an integer L >= 1")
@@ -389,3 +402,12 @@ class MRTFromReportsAvg(MRTFromReports):
 
     def __init__(self) -> None:
         super().__init__(history=None, debias=True)
+
+
+@register("mrt-reports-mmse")
+class MRTFromReportsMMSE(MRTFromReports):
+    """``mrt-reports-avg`` with each coefficient shrunk to its linear MMSE estimate (beams near the
+    noise weigh less)."""
+
+    def __init__(self) -> None:
+        super().__init__(history=None, debias=True, shrink=True)
