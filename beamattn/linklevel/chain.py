@@ -23,15 +23,18 @@ so that ``import beamattn`` stays fast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..wireless.limits import SNR_DB_RANGE
 from .estimation import LMMSESlotEstimator, slot_correlation
 
-__all__ = ["ESTIMATORS", "LinkChain", "LinkConfig", "SelectorBlock", "ebno_to_no", "reference_awgn_errors"]
+__all__ = ["ESTIMATORS", "LinkChain", "LinkConfig", "SelectorBlock", "check_snr_db", "check_noise_variance",
+           "ebno_to_no", "reference_awgn_errors"]
 
 ESTIMATORS = ("ls", "lmmse", "perfect")
 PILOT_SEED = 0  # fixes the pilot sequence of every LinkChain
@@ -87,6 +90,36 @@ class LinkConfig:
         d = asdict(self)
         d["pilot_symbols"] = list(self.pilot_symbols)
         return d
+
+
+# The noise variances the chain accepts: those of transmit SNRs in the physically meaningful range
+# [-100, 100] dB (beamattn.wireless.limits). Far outside it the float32 chain breaks down instead of
+# giving a result: Sionna's LMMSE equalizer returns NaN once `no` is subnormal in float32 (no < 1.2e-38,
+# SNR > 379 dB: `--snr-db=400` gave BLER 1.0 where 200 dB gave 0), and the demapper's LLRs saturate at
+# ~1.7e38 already at 380 dB.
+NO_RANGE = (10 ** (-SNR_DB_RANGE.hi / 10), 10 ** (-SNR_DB_RANGE.lo / 10))
+
+
+def check_snr_db(snr_db: float, field: str = "'--snr-db'") -> float:
+    """Return ``snr_db`` if it is a transmit SNR in [-100, 100] dB, else raise one ValueError line naming ``field``."""
+    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float)) or not SNR_DB_RANGE.contains(snr_db):
+        raise ValueError(f"linklevel: {field} value {snr_db!r}; expected a transmit SNR in [{SNR_DB_RANGE.lo:g}, "
+                         f"{SNR_DB_RANGE.hi:g}] dB (beyond it the float32 link overflows: NaN LLRs, not a BLER)")
+    return float(snr_db)
+
+
+def check_noise_variance(no: float) -> float:
+    """Return ``no`` if it lies in :data:`NO_RANGE` (transmit SNR in [-100, 100] dB), else one ValueError line."""
+    lo, hi = NO_RANGE
+    try:
+        value = float(no)  # a Python, NumPy or 0-d torch number
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(no, bool) or not lo <= value <= hi:
+        raise ValueError(f"linklevel: noise variance no = {no!r}; expected a number in [{lo:g}, {hi:g}] (a transmit "
+                         f"SNR in [{SNR_DB_RANGE.lo:g}, {SNR_DB_RANGE.hi:g}] dB; beyond it the float32 link "
+                         "overflows: NaN LLRs, not a BLER)")
+    return value
 
 
 def ebno_to_no(ebno_db, bits_per_symbol: int, code_rate: float) -> float:
@@ -157,11 +190,12 @@ class LinkChain:
         Args:
             h_eff: effective SISO channel ``[B, S, F]`` (per OFDM symbol and subcarrier), ``[B]`` or ``[B, 1, 1]``
                 (constant over the slot), or a scalar with ``batch`` (e.g. 1.0: the AWGN channel).
-            no: noise variance per complex RE (``1/ρ`` with ρ the transmit SNR).
+            no: noise variance per complex RE (``1/ρ`` with ρ the transmit SNR), in :data:`NO_RANGE`.
             seed: fixes bits and noise (``sionna.phy.config.seed``), for common random numbers.
         """
         from sionna.phy import config as sn_config
 
+        check_noise_variance(no)
         s, f = self.shape
         if not torch.is_tensor(h_eff):
             if batch is None:

@@ -140,7 +140,8 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
     if not snrs or not all(math.isfinite(s) for s in snrs):
         raise ValueError(f"linklevel: '--snr-db' = {snr_db_list!r}; expected a list of finite SNRs in dB")
     for snr in snrs:  # before any drop is computed: outside [-100, 100] dB the float32 link overflows
-        check_snr_db(snr)
+        check_snr_db(snr, "'--snr-db'" if snr_db_list is not None else "default SNR point (scenario snr_db + "
+                     "-10, -5, 0, 5 dB)")
     if max_blocks < 1 or target_block_errors < 1 or batch < 1 or correlation_slots < 1:
         raise ValueError("linklevel: max_blocks, target_block_errors, batch and correlation_slots must be >= 1")
     pols = make_policies(scn, names, checkpoint)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .limits import check_range
+
 __all__ = ["AntennaArray", "ULA", "UPA", "unit_vector", "steering_vector"]
 
 
@@ -32,10 +34,10 @@ class AntennaArray:
     """A planar array of ``num_rows`` x ``num_cols`` isotropic elements.
 
     Args:
-        num_rows: elements along z (vertical), >= 1.
-        num_cols: elements along y (horizontal), >= 1.
-        spacing_v: vertical spacing in wavelengths (> 0).
-        spacing_h: horizontal spacing in wavelengths (> 0).
+        num_rows: elements along z (vertical), in [1, 1024].
+        num_cols: elements along y (horizontal), in [1, 1024].
+        spacing_v: vertical spacing in wavelengths, in [0.001, 100].
+        spacing_h: horizontal spacing in wavelengths, in [0.001, 100].
     """
 
     num_rows: int
@@ -44,14 +46,10 @@ class AntennaArray:
     spacing_h: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("num_rows", "num_cols"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"AntennaArray: field '{name}' = {value!r}; expected an integer >= 1")
-        for name in ("spacing_v", "spacing_h"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"AntennaArray: field '{name}' = {value!r}; expected a spacing in wavelengths > 0")
+        # Within the physically meaningful ranges of beamattn.wireless.limits: 1..1024 elements per axis,
+        # spacings 0.001..100 wavelengths (the memory of N x N covariances is checked per scenario).
+        for name in ("num_rows", "num_cols", "spacing_v", "spacing_h"):
+            check_range("AntennaArray", name, getattr(self, name))
 
     @property
     def num_ant(self) -> int:

@@ -36,6 +36,8 @@ from beamattn.wireless.arrays import AntennaArray, steering_vector, unit_vector
 __all__ = [
     "Codebook",
     "dft_codebook",
+    "dft_grid_shape",
+    "dft_invisible_beams",
     "wide_codebook",
     "user_codebook",
     "beam_gains",
@@ -200,6 +202,25 @@ def _parse_oversampling(array: AntennaArray, oversampling: int | tuple[int, int]
             f"dft_codebook: horizontal oversampling = {o_h} with num_cols = 1; expected 1 (it would repeat every beam)"
         )
     return o_v, o_h
+
+
+def dft_grid_shape(array: AntennaArray, oversampling: int | tuple[int, int] = 1) -> tuple[int, int]:
+    """``(M_v, M_h)``: the grid of beams :func:`dft_codebook` builds for ``array`` and ``oversampling``,
+    validated as it validates them, without building the ``[M, N]`` beams (scenario checks at load time)."""
+    if not isinstance(array, AntennaArray):
+        raise TypeError(f"dft_grid_shape: array = {array!r}; expected an AntennaArray")
+    o_v, o_h = _parse_oversampling(array, oversampling)
+    return array.num_rows * o_v, array.num_cols * o_h
+
+
+def dft_invisible_beams(array: AntennaArray, oversampling: int | tuple[int, int] = 1) -> int:
+    """How many beams of ``dft_codebook(array, oversampling)`` point into invisible space (NaN directions),
+    computed from the spatial frequencies alone (``[M]`` numbers, not the ``[M, N]`` beams)."""
+    m_v, m_h = dft_grid_shape(array, oversampling)
+    u_z = _wrapped_frequency(m_v) / array.spacing_v  # [Mv]
+    u_y = _wrapped_frequency(m_h) / array.spacing_h  # [Mh]
+    s2 = u_z[:, None] ** 2 + u_y[None, :] ** 2  # [Mv, Mh]
+    return int((s2 > 1 + 1e-12).sum())
 
 
 def dft_codebook(

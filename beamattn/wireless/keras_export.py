@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -20,12 +21,96 @@ from ..keras.selector_file import write_selector_file
 from .checkpoint import CheckpointError, load_selector, read_checkpoint_config, stored_codebook
 from .selector import AttentionSelector
 
-__all__ = ["export_keras", "export_selector_keras", "checkpoint_codebook"]
+__all__ = ["export_keras", "export_selector_keras", "checkpoint_codebook", "check_selector_forward",
+           "representative_reports", "REPORT_RANGE_DB"]
+
+# Reports a selector can be fed: 10 log10 of a noisy RSRP, floored at 1e-12 (-120 dB) by the measurement, up to
+# the noise-only report at the lowest measurement SNR (-100 dB: ~+100 dB, +13 dB for the exponential tail) plus
+# the array gain. A selector whose weights overflow on some of these gives NaN beams in a pipeline.
+REPORT_RANGE_DB = (-130.0, 130.0)
+_NORM_TOL = 1e-3  # beams are unit norm to float32 precision
 
 # Learned weights: torch state-dict name -> selector-file name (layouts are kept: Conv1d [d, L+1, K], or
 # Conv2d [d, L+1, kv, kh] for a UPA grid of beams; the Keras layer transposes to TF's layouts).
 _WEIGHTS = {"key_net.0.weight": "key_conv_weight", "key_net.0.bias": "key_conv_bias", "query": "query",
             "beam_bias": "beam_bias"}
+
+
+def representative_reports(selector: AttentionSelector, count: int = 32, seed: int = 0
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs that span what a selector can be fed: reports ``rsrp_db [S, L, M]`` over :data:`REPORT_RANGE_DB`
+    and phases ``[S, M]`` uniform in ``[-pi, pi)``, on the selector's device and in its precision.
+
+    ``S = count + 6``: the flat extremes (all beams at the low end, at 0 dB, at the high end), one beam far
+    above the rest and the reverse, a ramp over the beams, then ``count`` random draws (uniform in dB,
+    quantised to 1 dB like L1-RSRP), from a fixed seed: the same inputs for the same selector.
+    """
+    lo, hi = REPORT_RANGE_DB
+    m, length = selector.num_beams, selector.config.history
+    g = torch.Generator().manual_seed(seed)
+    peak = torch.full((m,), lo, dtype=torch.float64)
+    peak[m // 2] = hi
+    structured = torch.stack([torch.full((m,), lo, dtype=torch.float64), torch.zeros(m, dtype=torch.float64),
+                              torch.full((m,), hi, dtype=torch.float64), peak, lo + hi - peak,
+                              torch.linspace(lo, hi, m, dtype=torch.float64)])  # [6, M]
+    structured = structured[:, None, :].expand(-1, length, -1)  # [6, L, M]: the same report at every instant
+    random = torch.round(lo + (hi - lo) * torch.rand(count, length, m, generator=g, dtype=torch.float64))  # [c, L, M]
+    rsrp = torch.cat([structured, random])  # [S, L, M]
+    phase = (torch.rand(rsrp.shape[0], m, generator=g, dtype=torch.float64) * 2 - 1) * torch.pi  # [S, M]
+    real, dev = selector.beams.real.dtype, selector.beams.device
+    return rsrp.to(device=dev, dtype=real), phase.to(device=dev, dtype=real)
+
+
+@torch.no_grad()
+def check_selector_forward(selector: AttentionSelector) -> None:
+    """Refuse a selector whose weights are not finite or whose forward pass overflows.
+
+    The forward pass runs on :func:`representative_reports` (the whole range of reports a measurement can
+    give); every beam must be finite and of unit norm. When one is not, the error names the weight tensor
+    that causes it: the tensors whose zeroing alone makes every beam finite (else the largest one).
+    Raises one ``ValueError`` line; callers add where the selector came from.
+    """
+    state = dict(selector.named_parameters())
+    for name, t in state.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"weight {name!r} has {int((~torch.isfinite(t)).sum())} NaN/Inf values; expected "
+                             "finite weights")
+    rsrp, phase = representative_reports(selector)
+
+    def bad_outputs() -> int:
+        try:
+            beams = selector(rsrp, phase).beams  # [S, N]
+        except (ValueError, RuntimeError):  # NaN scores: the core refuses them (or entmax's gather fails)
+            return rsrp.shape[0]
+        norm = torch.linalg.vector_norm(beams, dim=-1)  # [S]
+        ok = torch.isfinite(torch.view_as_real(beams)).all(-1).all(-1) & ((norm - 1).abs() <= _NORM_TOL)
+        return int((~ok).sum())
+
+    was_training = selector.training
+    selector.eval()
+    try:
+        bad = bad_outputs()
+        if bad == 0:
+            return
+        culprits = []
+        for name, t in state.items():  # which tensor, zeroed alone, gives finite unit-norm beams?
+            kept = t.detach().clone()
+            t.data.zero_()
+            try:
+                if bad_outputs() == 0:
+                    culprits.append(name)
+            finally:
+                t.data.copy_(kept)
+    finally:
+        selector.train(was_training)
+    if not culprits and state:
+        culprits = [max(state, key=lambda k: float(state[k].detach().abs().max()))]
+    shown = ", ".join(f"{k!r} (largest |value| {float(state[k].detach().abs().max()):.3g})" for k in culprits)
+    lo, hi = REPORT_RANGE_DB
+    raise ValueError(f"the selector's forward pass overflows: {bad} of {rsrp.shape[0]} representative inputs "
+                     f"(reports in [{lo:g}, {hi:g}] dB) give non-finite or non-unit-norm beams"
+                     + (f", caused by weight {shown}" if shown else "")
+                     + "; expected weights whose forward pass stays finite (retrain, or check the file)")
 
 
 def export_selector_keras(selector: AttentionSelector, out: str | Path, *, source: str = "in-memory selector"
@@ -49,6 +134,15 @@ def export_selector_keras(selector: AttentionSelector, out: str | Path, *, sourc
         if set(state) != set(_WEIGHTS):
             raise ValueError(f"export: the selector has weights {sorted(state)}; expected {sorted(_WEIGHTS)}")
         weights = {name: state[key].detach().cpu().to(torch.float32).numpy() for key, name in _WEIGHTS.items()}
+        for key, name in _WEIGHTS.items():  # float32, as the Keras layer computes: 1e39 would become inf
+            if not np.isfinite(weights[name]).all():
+                raise ValueError(f"export: weight {key!r} is not finite in float32 (largest |value| "
+                                 f"{float(state[key].detach().abs().max()):.3g}); expected weights a float32 Keras "
+                                 "layer can hold")
+    try:
+        check_selector_forward(selector)
+    except ValueError as e:
+        raise ValueError(f"export: {source}: {e}") from None
     codebook = selector.beams.detach().cpu().to(torch.complex64).numpy()  # [M, N]
     set_b = selector.measured.nonzero().flatten().tolist()
     return write_selector_file(out, selector.config.to_dict(), codebook, set_b, weights,

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from .channels.base import ChannelSample
 from .codebooks import Codebook
+from .limits import check_range
 
 __all__ = ["MeasurementConfig", "Timeline", "Episode", "make_timeline", "build_episode", "set_b_indices", "mix_seed"]
 
@@ -44,14 +45,16 @@ class MeasurementConfig:
     """How beams are measured and reported.
 
     Args:
-        period: beam-management period (s): one decision per period, used for one period.
-        delay: reporting delay (s) between the measurement and the first use of the decision.
-        snr_db: measurement SNR of a unit-gain beam (dB), per sample.
-        samples: resource elements averaged per report (>= 1).
-        quantization_db: report step in dB (1.0 like L1-RSRP); 0 for no quantisation.
+        period: beam-management period (s): one decision per period, used for one period; in [1e-6, 10] s.
+        delay: reporting delay (s) between the measurement and the first use of the decision; in [0, 10] s.
+        snr_db: measurement SNR of a unit-gain beam (dB), per sample; in [-100, 100] dB.
+        samples: resource elements averaged per report, in [1, 4096].
+        quantization_db: report step in dB (1.0 like L1-RSRP); 0 for no quantisation; in [0, 30] dB.
         with_phase: also report the phase of each measured beam (CSI-RS-like).
         set_b: number of beams in Set B, the measured subset of Set A (0 = all of Set A).
-        history: number of past measurements a decision may use (>= 1).
+        history: number of past measurements a decision may use, in [1, 1024].
+
+    The ranges are those of :mod:`beamattn.wireless.limits` (physically meaningful ones).
     """
 
     period: float = 0.02
@@ -64,18 +67,14 @@ class MeasurementConfig:
     history: int = 4
 
     def __post_init__(self) -> None:
-        checks = (
-            ("period", self.period > 0, "a period in seconds > 0"),
-            ("delay", self.delay >= 0, "a delay in seconds >= 0"),
-            ("snr_db", math.isfinite(self.snr_db), "a finite SNR in dB"),
-            ("samples", isinstance(self.samples, int) and self.samples >= 1, "an integer >= 1"),
-            ("quantization_db", self.quantization_db >= 0, "a step in dB >= 0 (0 = none)"),
-            ("set_b", isinstance(self.set_b, int) and self.set_b >= 0, "an integer >= 0 (0 = all beams)"),
-            ("history", isinstance(self.history, int) and self.history >= 1, "an integer >= 1"),
-        )
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"measurement: field '{name}' = {getattr(self, name)!r}; expected {expected}")
+        # Physically meaningful ranges (beamattn.wireless.limits): e.g. snr_db in [-100, 100] dB keeps
+        # 10^(snr_db / 10) and its square root exact in float32.
+        for name in ("period", "delay", "snr_db", "samples", "quantization_db", "history"):
+            check_range("measurement", name, getattr(self, name))
+        if isinstance(self.set_b, bool) or not isinstance(self.set_b, int) or self.set_b < 0:
+            raise ValueError(f"measurement: field 'set_b' = {self.set_b!r}; expected an integer >= 0 (0 = all beams)")
+        if not isinstance(self.with_phase, bool):
+            raise ValueError(f"measurement: field 'with_phase' = {self.with_phase!r}; expected true or false")
 
 
 @dataclass(frozen=True)

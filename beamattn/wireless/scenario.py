@@ -35,16 +35,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..seeds import check_seed
 from .arrays import AntennaArray
-from .measurement import MeasurementConfig
+from .codebooks import dft_grid_shape, dft_invisible_beams
+from .limits import RANGES, check_range, format_bytes, memory_limit
+from .measurement import MeasurementConfig, make_timeline
 from .selector import SelectorConfig
 
-__all__ = ["Scenario", "TrainingConfig", "CodebookConfig", "load_scenario", "parse_scenario", "ScenarioError"]
+__all__ = ["Scenario", "TrainingConfig", "CodebookConfig", "MemoryItem", "load_scenario", "parse_scenario",
+           "estimate_memory", "check_memory", "ScenarioError"]
 
 BACKENDS = ("geometric", "sionna-cdl", "sionna-urban")
 
@@ -59,10 +64,12 @@ class CodebookConfig:
     num_wide: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.oversampling, int) or self.oversampling < 1:
-            raise ValueError(f"codebook: field 'oversampling' = {self.oversampling!r}; expected an integer >= 1")
-        if not isinstance(self.num_wide, int) or self.num_wide < 0:
-            raise ValueError(f"codebook: field 'num_wide' = {self.num_wide!r}; expected an integer >= 0")
+        check_range("codebook", "oversampling", self.oversampling)
+        # One wide beam would cover the whole codebook: the wide stage of a hierarchical search needs >= 2.
+        if isinstance(self.num_wide, bool) or not isinstance(self.num_wide, int) or self.num_wide < 0 \
+                or self.num_wide == 1:
+            raise ValueError(f"codebook: field 'num_wide' = {self.num_wide!r}; expected 0 (no wide beams) or an "
+                             "integer >= 2")
 
 
 @dataclass(frozen=True)
@@ -75,16 +82,9 @@ class TrainingConfig:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("drops", "steps", "batch"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"training: field '{name}' = {v!r}; expected an integer >= 1")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"training: field 'lr' = {self.lr!r}; expected a learning rate > 0")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"training: field 'weight_decay' = {self.weight_decay!r}; expected >= 0")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"training: field 'seed' = {self.seed!r}; expected an integer >= 0")
+        for name in ("drops", "steps", "batch", "lr", "weight_decay"):  # ranges of beamattn.wireless.limits
+            check_range("training", name, getattr(self, name))
+        check_seed(self.seed, "training: field 'seed'")
 
 
 @dataclass
@@ -207,30 +207,40 @@ def _selector_grid(selector: SelectorConfig, table: object, array: AntennaArray,
     return dataclasses.replace(selector, grid=(array.num_rows * o, array.num_cols * o))
 
 
-def parse_scenario(data: dict, source: str = "<memory>") -> Scenario:
-    """Validate a parsed TOML document and build a :class:`Scenario`."""
-    data = dict(data)
+def parse_scenario(data: dict, source: str = "<memory>", *, max_memory: int | None = None) -> Scenario:
+    """Validate a parsed TOML document and build a :class:`Scenario`.
+
+    Every number must lie in its physically meaningful range (:mod:`beamattn.wireless.limits`), the
+    codebook, the wide beams and the measurement timeline must be buildable, and the tensors of one chunk
+    must fit in ``max_memory`` bytes (default :func:`~beamattn.wireless.limits.memory_limit`: see
+    :func:`check_memory`). Any failure is one :class:`ScenarioError` line naming ``source`` and the field.
+    """
     try:
+        if not isinstance(data, dict):
+            raise ValueError(f"scenario document = {type(data).__name__}; expected a table of tables (a parsed "
+                             "TOML document, e.g. from tomllib.load)")
+        data = dict(data)
         top = {"scenario", "channel", "array", "codebook", "measurement", "selector", "training", "policy"}
         for key in data:
             if key not in top:
                 raise ValueError(_unknown("scenario file", key, sorted(top)))
+            if not isinstance(data[key], dict):
+                raise ValueError(f"{key}: expected a table [{key}], got {type(data[key]).__name__} {data[key]!r:.40}")
         head = dict(data.get("scenario", {}))
         if "name" not in head:
             raise ValueError("scenario: field 'name' is missing; expected a name string")
+        _check_name(head["name"])
         policies = head.pop("policies", None)
         scn_fields = {"name", "description", "seed", "drops", "chunk_drops", "snr_db", "outage_db"}
         for key in head:
             if key not in scn_fields:
                 raise ValueError(_unknown("scenario", key, sorted(scn_fields | {"policies"})))
-        for key in ("seed", "drops", "chunk_drops"):
-            v = head.get(key, 1)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "seed" else 1):
-                raise ValueError(f"scenario: field {key!r} = {v!r}; expected an integer >= {0 if key == 'seed' else 1}")
-        for key in ("snr_db", "outage_db"):
-            v = head.get(key, 0.0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"scenario: field {key!r} = {v!r}; expected a finite number (dB)")
+        if "description" in head and not isinstance(head["description"], str):
+            raise ValueError(f"scenario: field 'description' = {head['description']!r:.40}; expected a string")
+        check_seed(head.get("seed", 0), "scenario: field 'seed'")
+        for key in ("drops", "chunk_drops", "snr_db", "outage_db"):  # physically meaningful ranges
+            if key in head:
+                check_range("scenario", key, head[key])
         if policies is not None:
             if not isinstance(policies, list) or not policies or not all(isinstance(p, str) for p in policies):
                 raise ValueError(f"scenario: field 'policies' = {policies!r}; expected a non-empty list of names")
@@ -259,10 +269,7 @@ def parse_scenario(data: dict, source: str = "<memory>") -> Scenario:
             if "speed" in chan:
                 raise ValueError("channel: give 'speed' (m/s) or 'speed_kmh', not both")
             v = chan.pop("speed_kmh")
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"channel: field 'speed_kmh' = {v!r}; expected a number")
-            if v < 0:
-                raise ValueError(f"channel: field 'speed_kmh' = {v!r}; expected a speed >= 0")
+            check_range("channel", "speed_kmh", v)
             chan["speed"] = v / 3.6
         config_cls, _ = _backend_classes(backend)
         channel = _build(config_cls, chan, "channel", aliases=("backend", "speed_kmh"), array=array)
@@ -275,7 +282,8 @@ def parse_scenario(data: dict, source: str = "<memory>") -> Scenario:
         scn = Scenario(**head, backend=backend, channel=channel, array=array, codebook=codebook,
                        measurement=measurement, selector=selector, training=training, policy_args=policy_args,
                        source=source, selector_explicit=tuple(sorted(data.get("selector", {}))))
-        num_beams = array.num_ant * codebook.oversampling ** (1 if array.num_rows == 1 else 2)
+        # Everything that computing would refuse later is refused now, before any drop is generated.
+        num_beams = _num_beams(array, codebook)
         scn.selector = _selector_grid(selector, data.get("selector", {}), array, codebook, num_beams)
         if measurement.set_b > num_beams:
             raise ValueError(f"measurement: field 'set_b' = {measurement.set_b} is larger than Set A ({num_beams} "
@@ -285,9 +293,166 @@ def parse_scenario(data: dict, source: str = "<memory>") -> Scenario:
         if "hierarchical" in scn.policies and codebook.num_wide == 0:
             raise ValueError("codebook: field 'num_wide' = 0 but policy 'hierarchical' needs wide beams; "
                              "expected num_wide >= 2")
+        _check_wide(array, codebook, num_beams)  # the wide codebook is built whenever num_wide > 0
+        _timeline(scn)  # a drop long enough for history x period + delay
+        check_memory(scn, max_memory)
         return scn
     except ValueError as e:
         raise ScenarioError(f"{source}: {e}") from None
+
+
+_NAME = re.compile(r"\w[\w.+=-]*")  # letters, digits, _ . + = - (unicode letters too); no separators, spaces
+
+
+def _check_name(name: object) -> None:
+    """The scenario name names result folders: a non-empty string that is a safe single folder name."""
+    if not isinstance(name, str) or len(name) > 100 or not _NAME.fullmatch(name):
+        raise ValueError(f"scenario: field 'name' = {name!r:.60}; expected a non-empty string of at most 100 "
+                         "letters, digits and _ . + = - starting with a letter, digit or _ (it names result folders)")
+
+
+def _num_beams(array: AntennaArray, codebook: CodebookConfig) -> int:
+    """Set A's size ``M``: the DFT codebook :func:`beamattn.wireless.runner.make_codebooks` builds (``o`` on each
+    axis of a UPA), validated as :func:`~beamattn.wireless.codebooks.dft_codebook` validates it."""
+    o = codebook.oversampling
+    try:
+        m_v, m_h = dft_grid_shape(array, o if array.num_rows == 1 else (o, o))
+    except ValueError as e:
+        raise ValueError(f"codebook: field 'oversampling' = {o} does not fit the {array.num_rows}x{array.num_cols} "
+                         f"array ({e})") from None
+    return m_v * m_h
+
+
+def _check_wide(array: AntennaArray, codebook: CodebookConfig, num_beams: int) -> None:
+    """The conditions of :func:`~beamattn.wireless.codebooks.wide_codebook`, checked on the scenario's fields."""
+    w = codebook.num_wide
+    if w == 0:
+        return
+    if array.num_rows != 1:
+        raise ValueError(f"codebook: field 'num_wide' = {w} needs a horizontal ULA (wide beams for hierarchical "
+                         f"search are built for num_rows = 1), but the array has num_rows = {array.num_rows}; "
+                         "expected num_wide = 0 for a UPA")
+    if num_beams % w != 0:
+        divisors = [d for d in range(2, num_beams + 1) if num_beams % d == 0][:6]
+        raise ValueError(f"codebook: field 'num_wide' = {w} does not divide the codebook size M = {num_beams}; "
+                         f"expected a divisor of M such as {divisors}")
+    invisible = dft_invisible_beams(array, codebook.oversampling)
+    if invisible:
+        raise ValueError(f"codebook: field 'num_wide' = {w} needs every narrow beam in visible space, but with "
+                         f"array 'spacing_h' = {array.spacing_h} wavelengths {invisible} of {num_beams} beams point "
+                         "into invisible space; expected spacing_h >= 0.5 or num_wide = 0")
+
+
+def _timeline(scn: Scenario):
+    """The measurement timeline of one drop (raises the error computing would raise, naming 'duration')."""
+    cfg = scn.channel
+    t = cfg.num_time_steps
+    dt = cfg.sample_interval if t > 1 else scn.measurement.period  # as build_episode reads it from the times
+    return make_timeline(t, dt, scn.measurement)
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One large tensor (or set of objects) a scenario allocates: what it is, its bytes, and the fields that
+    drive its size (``"chunk_drops = 16, ..."``), named in the refusal when it is the largest."""
+
+    what: str
+    bytes: int
+    fields: str
+
+
+def estimate_memory(scn: Scenario) -> list[MemoryItem]:
+    """The largest tensors (bytes) the scenario allocates, before anything is allocated.
+
+    Per chunk of ``B = chunk_drops`` drops with ``T`` samples, ``F`` subcarriers (1 when narrowband),
+    ``N`` antennas, ``M`` narrow + ``W`` wide beams, ``D`` decisions of ``U`` samples each and ``R = D + H - 1``
+    reports of ``S`` samples (complex64 = 8 bytes; Sionna's "double" precision 16):
+
+    - the channel ``h [B, T, F, N]`` (and the back-end's own: the geometric steering matrices ``[B, P, N]``
+      and blockage events ``[B, T, E]`` float64 x 3; Sionna's path coefficients ``[B, T, N, P]`` and its
+      ``[B, T, T]`` spatial-consistency matrices);
+    - the measurements: noise and samples ``[B, R, S, K]`` x 2, the measured channels ``[B, R, S, N]``;
+    - the truth over the use intervals: ``h_u [B, D, U·F, N]``, every beam's gain over it
+      ``[B, D, U·F, M]`` complex + float32, the covariances ``[B, D, N, N]``.
+
+    Over all drops: the per-decision rows of ``steps.csv`` (``drops x D x policies`` Python tuples, ~700 B
+    each) and the training pool (``1.25 x training.drops x D`` decisions of an ``[N, N]`` covariance and
+    ``[L, M]`` reports).
+    """
+    c, arr = scn.channel, scn.array
+    b, t, n = scn.chunk_drops, c.num_time_steps, arr.num_ant
+    f = c.num_subcarriers if scn.backend == "geometric" else (c.num_subcarriers or 1)
+    f = f if f >= 2 or scn.backend != "geometric" else 1
+    m = _num_beams(arr, scn.codebook)
+    k = m + scn.codebook.num_wide
+    cb = 16 if getattr(c, "precision", "single") == "double" else 8
+    tl = _timeline(scn)
+    d, u, h = tl.num_decisions, tl.use_len, tl.history
+    r, s = d + h - 1, scn.measurement.samples
+    shape_t = f"T = {t} (duration {c.duration} s / sample_interval {c.sample_interval} s)"
+    shape_n = f"N = {n} (array num_rows {arr.num_rows} x num_cols {arr.num_cols})"
+    shape_f = f"F = {f} (num_subcarriers {c.num_subcarriers})"
+    shape_m = f"M = {m} (N x oversampling {scn.codebook.oversampling}{' per axis' if arr.num_rows > 1 else ''})"
+    shape_d = f"D = {d} decisions of U = {u} samples (period {scn.measurement.period} s)"
+    chunk = f"chunk_drops = {b}"
+    items = [MemoryItem("channel h [B, T, F, N]", b * t * f * n * cb, f"{chunk}, {shape_t}, {shape_f}, {shape_n}")]
+    if scn.backend == "geometric":
+        p = c.num_paths
+        items.append(MemoryItem("steering matrices [B, P, N]", b * p * n * cb,
+                                f"{chunk}, P = {p} (num_clusters {c.num_clusters} x rays_per_cluster "
+                                f"{c.rays_per_cluster}), {shape_n}"))
+        if c.los and c.blockage_rate > 0 and c.blockage_attenuation_db > 0:
+            mean = c.blockage_rate * (c.duration + 2 * c.blockage_transition + 20 * c.blockage_duration)
+            events = int(mean + 6 * math.sqrt(mean) + 1)  # the largest Poisson count over a chunk, generously
+            items.append(MemoryItem("blockage events [B, T, E] float64 x 3", 3 * b * t * events * 8,
+                                    f"{chunk}, {shape_t}, E ~ {events} events (blockage_rate {c.blockage_rate} /s "
+                                    f"x (duration + 20 x blockage_duration {c.blockage_duration} s))"))
+    else:
+        p = 24 if scn.backend == "sionna-cdl" else 24 * 20  # CDL clusters; UMi/UMa/RMa clusters x rays
+        items.append(MemoryItem("path coefficients [B, T, N, P]", b * t * n * p * cb,
+                                f"{chunk}, {shape_t}, {shape_n}, P ~ {p} paths"))
+        if scn.backend == "sionna-urban":
+            items.append(MemoryItem("spatial-consistency matrices [B, T, T] x 8", 8 * b * t * t * 4,
+                                    f"{chunk}, {shape_t}"))
+    items += [
+        MemoryItem("measurement noise and samples [B, R, S, K] x 2", 2 * b * r * s * k * 8,
+                   f"{chunk}, R = {r} reports (D = {d} + history {h} - 1), S = samples {s}, K = {k} beams "
+                   f"({shape_m} + num_wide {scn.codebook.num_wide})"),
+        MemoryItem("measured channels [B, R, S, N]", b * r * s * n * cb, f"{chunk}, R = {r}, S = samples {s}, "
+                                                                         f"{shape_n}"),
+        MemoryItem("use-interval channels [B, D, U·F, N]", b * d * u * f * n * cb,
+                   f"{chunk}, {shape_d}, {shape_f}, {shape_n}"),
+        MemoryItem("use-interval beam gains [B, D, U·F, M] complex + float32", b * d * u * f * m * (cb + 4),
+                   f"{chunk}, {shape_d}, {shape_f}, {shape_m}"),
+        MemoryItem("covariances [B, D, N, N]", b * d * n * n * cb, f"{chunk}, {shape_d}, {shape_n}"),
+        MemoryItem("steps.csv rows [drops x D x policies] (Python tuples)", scn.drops * d * len(scn.policies) * 700,
+                   f"drops = {scn.drops}, D = {d} decisions, {len(scn.policies)} policies"),
+    ]
+    tr, hist = scn.training, scn.selector.history
+    pool = (tr.drops + max(16, tr.drops // 4)) * d  # training + validation decisions
+    items.append(MemoryItem("training pool [drops x D] x (covariance [N, N] + reports [L, M])",
+                            pool * (n * n * cb + (hist + 2) * m * 4),
+                            f"training drops = {tr.drops} (+ validation {max(16, tr.drops // 4)}), D = {d}, "
+                            f"{shape_n}, L = selector history {hist}, {shape_m}"))
+    return items
+
+
+def check_memory(scn: Scenario, max_memory: int | None = None) -> int:
+    """Refuse, in one line naming the fields that drive the largest tensor, a scenario whose tensors
+    (:func:`estimate_memory`, all counted at once: an upper bound) need more than ``max_memory`` bytes
+    (default :func:`~beamattn.wireless.limits.memory_limit`: half of the RAM, or ``$BEAMATTN_MEMORY_LIMIT``).
+
+    Returns the estimated bytes.
+    """
+    items = estimate_memory(scn)
+    total = sum(i.bytes for i in items)
+    limit, where = (max_memory, "max_memory") if max_memory is not None else memory_limit()
+    if total > limit:
+        top = max(items, key=lambda i: i.bytes)
+        raise ValueError(f"memory: the scenario needs about {format_bytes(total)}, most of it for the "
+                         f"{top.what} ({format_bytes(top.bytes)}, from {top.fields}); expected at most "
+                         f"{format_bytes(limit)} ({where}): make these fields smaller")
+    return total
 
 
 def _check_policy_names(names: list[str]) -> None:
@@ -300,13 +465,22 @@ def _check_policy_names(names: list[str]) -> None:
             raise ValueError(f"scenario: unknown policy {name!r}{hint}; expected names from {available_policies()}")
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario TOML file."""
+def load_scenario(path: str | Path, *, max_memory: int | None = None) -> Scenario:
+    """Read and validate a scenario TOML file (see :func:`parse_scenario`)."""
+    if not isinstance(path, (str, Path)):
+        raise ScenarioError(f"scenario file = {path!r:.60}; expected a path (str or pathlib.Path)")
     path = Path(path)
+    if path.is_dir():
+        raise ScenarioError(f"{path}: is a directory; expected a scenario TOML file")
     if not path.is_file():
         raise ScenarioError(f"{path}: scenario file not found")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not a text file (byte {e.start} is not UTF-8); expected a scenario "
+                            "TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: not valid TOML: {e}") from None
-    return parse_scenario(data, source=str(path))
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot be read ({e.strerror})") from None
+    return parse_scenario(data, source=str(path), max_memory=max_memory)

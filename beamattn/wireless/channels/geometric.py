@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..arrays import AntennaArray, ULA
+from ..limits import RANGES, check_range
 from .base import ChannelSample
 
 __all__ = ["GeometricConfig", "GeometricChannel", "GeometricPaths", "SPEED_OF_LIGHT"]
@@ -147,20 +148,14 @@ class GeometricConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.array, AntennaArray):
             raise _bad("array", self.array, "an AntennaArray")
-        positive = ("carrier_frequency", "duration", "sample_interval", "turn_radius", "min_distance",
-                    "ring_radius", "blockage_duration", "subcarrier_spacing", "power_delay_constant")
-        for name in positive:
-            value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
-                raise _bad(name, value, "a finite number > 0")
-        non_negative = ("speed", "bs_height", "ut_height", "cluster_angular_spread_deg", "cluster_zenith_spread_deg",
-                        "cluster_shadowing_db", "blockage_rate", "blockage_attenuation_db", "blockage_transition")
-        for name in non_negative:
-            value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
-                raise _bad(name, value, "a finite number >= 0")
-        if not _is_real(self.max_distance) or not math.isfinite(self.max_distance) \
-                or self.max_distance < self.min_distance:
+        # Every number within its physically meaningful range (beamattn.wireless.limits documents each one).
+        ranged = ("carrier_frequency", "speed", "duration", "sample_interval", "turn_radius", "min_distance",
+                  "max_distance", "bs_height", "ut_height", "cluster_angular_spread_deg", "cluster_zenith_spread_deg",
+                  "power_delay_constant", "cluster_shadowing_db", "ring_radius", "blockage_rate", "blockage_duration",
+                  "blockage_attenuation_db", "blockage_transition", "subcarrier_spacing", "turn_angle_deg")
+        for name in ranged:
+            check_range("GeometricConfig", name, getattr(self, name))
+        if self.max_distance < self.min_distance:
             raise _bad("max_distance", self.max_distance, f"a finite number >= min_distance ({self.min_distance})")
         for name in ("min_azimuth_deg", "max_azimuth_deg"):
             value = getattr(self, name)
@@ -168,25 +163,23 @@ class GeometricConfig:
                 raise _bad(name, value, "an angle in [-180, 180] degrees")
         if self.max_azimuth_deg < self.min_azimuth_deg:
             raise _bad("max_azimuth_deg", self.max_azimuth_deg, f">= min_azimuth_deg ({self.min_azimuth_deg})")
-        if self.heading_deg is not None and (not _is_real(self.heading_deg) or not math.isfinite(self.heading_deg)):
-            raise _bad("heading_deg", self.heading_deg, "None (random) or a finite angle in degrees")
-        if not _is_real(self.turn_angle_deg) or not math.isfinite(self.turn_angle_deg):
-            raise _bad("turn_angle_deg", self.turn_angle_deg, "a finite angle in degrees")
-        if self.turn_start is not None and (not _is_real(self.turn_start) or not math.isfinite(self.turn_start)
-                                            or self.turn_start < 0):
-            raise _bad("turn_start", self.turn_start, "None (duration / 3) or a time >= 0 in seconds")
+        if self.heading_deg is not None and not (_is_real(self.heading_deg)
+                                                 and RANGES["heading_deg"].contains(self.heading_deg)):
+            raise _bad("heading_deg", self.heading_deg, f"None (random) or {RANGES['heading_deg'].describe()}")
+        if self.turn_start is not None and not (_is_real(self.turn_start)
+                                                and RANGES["turn_start"].contains(self.turn_start)):
+            raise _bad("turn_start", self.turn_start, f"None (duration / 3) or {RANGES['turn_start'].describe()}")
         if self.trajectory not in _TRAJECTORIES:
             raise _bad("trajectory", self.trajectory, f"one of {_TRAJECTORIES}")
         if self.scatterer_layout not in _LAYOUTS:
             raise _bad("scatterer_layout", self.scatterer_layout, f"one of {_LAYOUTS}")
-        for name, low in (("num_clusters", 0), ("rays_per_cluster", 1), ("num_subcarriers", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise _bad(name, value, f"an integer >= {low}")
+        for name in ("num_clusters", "rays_per_cluster", "num_subcarriers"):
+            check_range("GeometricConfig", name, getattr(self, name))
         if not isinstance(self.los, bool):
             raise _bad("los", self.los, "a bool")
-        if not _is_real(self.k_factor_db) or self.k_factor_db == -math.inf:
-            raise _bad("k_factor_db", self.k_factor_db, "a number of dB (finite or +inf)")
+        if not (_is_real(self.k_factor_db) and (self.k_factor_db == math.inf
+                                                or RANGES["k_factor_db"].contains(self.k_factor_db))):
+            raise _bad("k_factor_db", self.k_factor_db, f"{RANGES['k_factor_db'].describe()} or +inf (LoS only)")
         if self.num_clusters == 0 and not self.los:
             raise _bad("num_clusters", 0, ">= 1 when los is False (otherwise the channel has no path)")
         if self.dtype not in (torch.complex64, torch.complex128):

@@ -94,6 +94,7 @@ import torch
 from torch import Tensor
 
 from ..arrays import AntennaArray
+from ..limits import check_range
 from .base import ChannelSample, check_channel
 
 __all__ = ["SionnaCDLConfig", "SionnaCDLChannel", "SionnaUrbanConfig", "SionnaUrbanChannel", "sionna_bs_array"]
@@ -138,19 +139,23 @@ def _num_steps(duration: float, sample_interval: float) -> int:
     return max(1, int(round(duration / sample_interval)))
 
 
+def _check_ranges(cls: str, cfg: Any, names: tuple[str, ...]) -> None:
+    """Each field within its physically meaningful range (documented in :mod:`beamattn.wireless.limits`)."""
+    for name in names:
+        check_range(cls, name, getattr(cfg, name))
+
+
 def _check_common(cls: str, cfg: Any) -> None:
     if not isinstance(cfg.array, AntennaArray):
         _fail(cls, "array", cfg.array, "a beamattn.wireless.arrays.AntennaArray")
-    _check_real(cls, "carrier_frequency", cfg.carrier_frequency, positive=True)
-    _check_real(cls, "speed", cfg.speed, nonneg=True)
-    _check_real(cls, "duration", cfg.duration, positive=True)
-    _check_real(cls, "sample_interval", cfg.sample_interval, positive=True)
+    _check_ranges(cls, cfg, ("carrier_frequency", "speed", "duration", "sample_interval"))
     if cfg.sample_interval > cfg.duration:
         _fail(cls, "sample_interval", cfg.sample_interval, f"a value <= duration ({cfg.duration!r} s)")
     _check_choice(cls, "antenna_pattern", cfg.antenna_pattern, _PATTERNS)
     if cfg.num_subcarriers is not None:
         _check_int(cls, "num_subcarriers", cfg.num_subcarriers, 1)
-    _check_real(cls, "subcarrier_spacing", cfg.subcarrier_spacing, positive=True)
+        _check_ranges(cls, cfg, ("num_subcarriers",))
+    _check_ranges(cls, cfg, ("subcarrier_spacing",))
     _check_choice(cls, "precision", cfg.precision, _PRECISIONS)
     if not isinstance(cfg.normalize_per_drop, bool):
         _fail(cls, "normalize_per_drop", cfg.normalize_per_drop, "a bool")
@@ -281,9 +286,9 @@ class SionnaCDLConfig:
     def __post_init__(self) -> None:
         cls = type(self).__name__
         _check_choice(cls, "model", self.model, ("A", "B", "C", "D", "E"))
-        _check_real(cls, "delay_spread", self.delay_spread, positive=True)
+        _check_ranges(cls, self, ("delay_spread",))
         _check_common(cls, self)
-        _check_real(cls, "nominal_distance", self.nominal_distance, positive=True)
+        _check_ranges(cls, self, ("nominal_distance",))
         _check_real(cls, "random_rotation_deg", self.random_rotation_deg, nonneg=True)
         if self.random_rotation_deg > 180:
             _fail(cls, "random_rotation_deg", self.random_rotation_deg, "a value in [0, 180] degrees")
@@ -418,7 +423,9 @@ class SionnaUrbanConfig:
         for name in ("bs_height", "min_distance", "max_distance"):
             if getattr(self, name) is not None:
                 _check_real(cls, name, getattr(self, name), positive=True)
+                _check_ranges(cls, self, (name,))
         _check_real(cls, "ut_height", self.ut_height, positive=True)
+        _check_ranges(cls, self, ("ut_height",))
         if self.resolved_bs_height <= self.ut_height:
             _fail(cls, "bs_height", self.bs_height, f"a height above ut_height ({self.ut_height!r} m)")
         dmin, dmax = self.distance_range
