@@ -28,6 +28,14 @@ or misspelt fields are errors that name the field and suggest the closest one):
     evaluation seeds by construction), ``weight_decay``.
 ``[policy.NAME]``
     keyword arguments of policy NAME (e.g. ``[policy.stale] every = 5``).
+
+Every number must lie in its physically meaningful range (the table of :mod:`beamattn.wireless.limits`:
+e.g. SNRs in [-100, 100] dB, 1..1024 antennas per axis, drops of at most an hour), seeds in
+``[0, 2^63)``, and ``name`` must be a safe folder name. What computing would refuse later is refused at
+load time: a codebook that cannot be built (oversampling along a one-element axis; wide beams on a UPA,
+not dividing ``M``, or with beams in invisible space), a drop too short for the measurement history, and a
+chunk whose tensors would not fit in memory (:func:`estimate_memory`, :func:`check_memory`: half of the
+RAM unless ``$BEAMATTN_MEMORY_LIMIT`` says otherwise).
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ def _is_real(value) -> bool:
 
 @dataclass(frozen=True)
 class GeometricConfig:
-    """Scenario of the geometric simulator. Every field is validated on construction.
+    """Scenario of the geometric simulator. Every field is validated on construction; numbers must lie in
+    their physically meaningful ranges (the table of :mod:`beamattn.wireless.limits`).
 
     Time axis: ``T = round(duration / sample_interval)`` samples at
     ``t_k = k * sample_interval``, ``k = 0 .. T-1`` (the window ``[0, duration)``).
