@@ -41,6 +41,8 @@ from .base import POLICIES, Decision, Policy, available_policies, make_policy, r
 from .oracles import MRT, Genie
 from .sweeps import BestOfSetB, BestOfSetBAvg, Exhaustive, ExhaustiveAvg, Hierarchical, HierarchicalAvg, Stale, StaleAvg
 from .interpolation import InterpSetB, InterpSetBAvg
+from .tracking import EKFTracker
+from .bandits import UCB1, Thompson, ThompsonDiscounted, UCB1Discounted
 from .references import Random, Uniform
 from .attention import AttentionPolicy, AttentionUntrained
 from .csi_codebooks import MRTFromReports, TypeI, TypeII  # noqa: F401  (registers type1*, type2*, mrt-reports)
@@ -49,4 +51,5 @@ from .omp import OMPBeam, OMPMRT  # noqa: F401  (registers omp-beam, omp-mrt)
 __all__ = ["Decision", "Policy", "POLICIES", "register", "make_policy", "available_policies",
            "Genie", "MRT", "Exhaustive", "BestOfSetB", "Stale", "Hierarchical", "Random", "Uniform",
            "ExhaustiveAvg", "BestOfSetBAvg", "StaleAvg", "HierarchicalAvg", "InterpSetB", "InterpSetBAvg",
+           "EKFTracker", "UCB1", "UCB1Discounted", "Thompson", "ThompsonDiscounted",
            "AttentionPolicy", "AttentionUntrained"]
