@@ -45,7 +45,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
         where = _non_finite(obj)
         if where is None:
             raise
-        raise ValueError(f"{path}: value {where[0]} = {where[1]!r} cannot be written as strict JSON; expected a "
+        raise ValueError(f"{path}: value {where[0]} = {float(where[1])!r} cannot be written as strict JSON; expected a "
                          "finite number, or None (null) for an undefined value") from None
     return write_text_atomic(path, text + "\n")
 

@@ -209,8 +209,9 @@ def write_selector_file(path: str | Path, selector: dict, codebook: np.ndarray, 
     for name, a in arrays.items():
         if not np.isfinite(a).all():
             raise SelectorFileError(f"{where}: tensor '{name}' has NaN/Inf values")
-    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "selector": json.dumps(selector),
-                "num_beams": str(m), "num_ant": str(n), "set_b": json.dumps(set_b),
+    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+                "selector": json.dumps(selector, allow_nan=False),  # strict JSON, as every file beamattn writes
+                "num_beams": str(m), "num_ant": str(n), "set_b": json.dumps(set_b, allow_nan=False),
                 "beamattn_version": beamattn_version, "source": source}
     return write_file_atomic(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
 

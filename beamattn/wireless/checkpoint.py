@@ -49,7 +49,8 @@ def save_selector(selector: AttentionSelector, path: str | Path, extra: dict | N
     state = {k: v.detach().cpu().contiguous() for k, v in selector.state_dict().items()}
     beams = selector.beams.detach().cpu().to(torch.complex64)  # [M, N]
     state[_CODEBOOK[0]], state[_CODEBOOK[1]] = beams.real.contiguous(), beams.imag.contiguous()
-    return write_file_atomic(path, lambda tmp: save_file(state, tmp, metadata={_KEY: json.dumps(meta)}))
+    text = json.dumps(meta, allow_nan=False)  # strict JSON (no NaN/Infinity), as every file beamattn writes
+    return write_file_atomic(path, lambda tmp: save_file(state, tmp, metadata={_KEY: text}))
 
 
 def read_checkpoint_config(path: str | Path) -> dict:
