@@ -390,3 +390,29 @@ def test_learned_selector_accepts_a_double_precision_codebook_and_reports():
     out = sel(_random_reports((3, 2), 16, 12, dtype=torch.float64))
     torch.testing.assert_close(torch.linalg.vector_norm(out.beams, dim=-1).double(),
                                torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- training works
+
+
+@pytest.mark.crossrun
+def test_a_trained_selector_beats_the_best_measured_beam(tmp_path):
+    # Training must teach the selector something no fixed rule on the same reports gets: on the tiny scenario
+    # (8 of 16 beams measured, co-phased soft combination) 40 steps take the attention from ~-0.8 dB (its random
+    # initial weights; also what a learning rate 100x too small leaves) to 7.84 dB mean SNR over 12 unseen drops,
+    # where the strongest reported beam of Set B ("best-of-set-b") gives 6.58 dB and the genie 8.24 dB.
+    # Required: a 0.5 dB margin (measured 1.26 dB; best-of-set-b's 95% CI half-width is ~0.5 dB).
+    from wireless_fixtures import tiny_scenario
+
+    from beamattn.wireless.runner import run_scenario
+    from beamattn.wireless.train import train_selector
+
+    scn = tiny_scenario(selector={"cophase": True}, training={"steps": 40})
+    train_selector(scn, tmp_path / "ckpt", progress=False)
+    unseen = tiny_scenario(selector={"cophase": True}, scenario={"drops": 12})  # evaluation drops, not training's
+    names = ("genie", "mrt", "best-of-set-b", "attention")
+    out = run_scenario(unseen, None, progress=False, policies=list(names),
+                       checkpoint=str(tmp_path / "ckpt" / "selector.safetensors"), figures=False)
+    snr = {name: out.summary[name]["snr_db"]["mean"] for name in names}
+    assert snr["attention"] >= snr["best-of-set-b"] + 0.5, snr
+    assert snr["attention"] <= snr["mrt"], snr  # MRT with perfect CSI is the physical limit of one stream

@@ -1,5 +1,6 @@
 """sparsemax / entmax15: closed forms, references, gradients, stability."""
 
+import importlib
 import itertools
 
 import numpy as np
@@ -141,6 +142,48 @@ def test_adversarial_rows_still_exact():
     tau = z[p > 0].sum().sub(1) / (p > 0).sum()
     torch.testing.assert_close(p, (z - tau).clamp_min(0))
     assert torch.all(z[p == 0] <= tau)
+
+
+def test_sort_fallback_is_exact_when_forced(monkeypatch):
+    # Rows that Newton does not settle within the step cap fall back to the sort-based threshold. No natural row
+    # needs 50 steps, so cap the steps at 1 (the loop then always falls back) and check the fallback is really
+    # taken and equals the brute-force projection, with -inf entries, all -inf rows and another dim.
+    mod = importlib.import_module("beamattn.core.sparsemax")
+    calls = []
+    real_sort = mod._sparsemax_threshold_sort
+
+    def counted(z, dim):
+        calls.append(z.shape)
+        return real_sort(z, dim)
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(40, 6, generator=g, dtype=torch.float64) * torch.rand(40, 1, generator=g, dtype=torch.float64) * 4
+    z[torch.rand(40, 6, generator=g) < 0.3] = float("-inf")
+    z[3] = float("-inf")  # a row with nothing to attend: zeros, not NaN
+    z[7, 0], z[7, 1:] = 0.3, float("-inf")  # a single finite entry: probability one
+    newton = sparsemax(z)  # [40, 6] the normal path
+    monkeypatch.setattr(mod, "_MAX_NEWTON_STEPS", 1)
+    monkeypatch.setattr(mod, "_sparsemax_threshold_sort", counted)
+    p = sparsemax(z)
+    assert calls == [z.shape]
+    assert torch.equal(p[3], torch.zeros(6)) and p[7, 0] == 1.0
+    for row, p_row in zip(z, p):
+        finite = torch.isfinite(row)
+        if finite.any():
+            ref = np.zeros(6)
+            ref[finite.numpy()] = sparsemax_bruteforce(row[finite].numpy())
+            np.testing.assert_allclose(p_row.numpy(), ref, atol=1e-12)
+    torch.testing.assert_close(p, newton, atol=1e-12, rtol=0)
+    # along dim 0, and the gradient through the fallback's support equals the Newton path's
+    x = z.T.contiguous().requires_grad_(True)
+    p0 = sparsemax(x, dim=0)
+    torch.testing.assert_close(p0, newton.T, atol=1e-12, rtol=0)
+    w = torch.randn(6, 40, generator=g, dtype=torch.float64)
+    (grad_fallback,) = torch.autograd.grad((p0 * w).sum(), x)
+    monkeypatch.undo()
+    x2 = z.T.contiguous().requires_grad_(True)
+    (grad_newton,) = torch.autograd.grad((sparsemax(x2, dim=0) * w).sum(), x2)
+    torch.testing.assert_close(grad_fallback, grad_newton, atol=1e-12, rtol=0)
 
 
 def test_bad_input():
