@@ -299,3 +299,25 @@ def test_interpolation_2d_over_a_upa_grid_finds_the_genie_beam():
     assert float(interp.top1.float().mean()) > 0.8 > float(setb.top1.float().mean())
     assert float(interp.loss_db.mean()) < float(setb.loss_db.mean())
     assert bool((dec.ranking[..., 0] == dec.index).all()) and dec.ranking.shape[-1] == 4
+
+
+# --------------------------------------------------------------------------- every new policy
+
+
+NEW_POLICIES = ["exhaustive-avg", "best-of-set-b-avg", "stale-avg", "hierarchical-avg", "interp-set-b",
+                "interp-set-b-avg", "ekf", "ucb1", "ucb1-discounted", "thompson", "thompson-discounted"]
+
+
+@pytest.mark.parametrize("name", NEW_POLICIES)
+def test_new_policies_make_valid_decisions_with_their_overhead(name):
+    from beamattn.wireless.policies.checks import check_decision
+
+    ep = _episode(b=3, seed=6, snr_db=0.0, quantization_db=1.0, samples=4, set_b=8)
+    dec = make_policy(name).decide(ep)
+    check_decision(name, ep, dec)  # shapes, finite, unit-norm beams, index/ranking in range
+    want = {"exhaustive-avg": ep.num_beams, "hierarchical-avg": None}.get(name, 8.0)
+    if name == "stale-avg":
+        assert float(dec.measured[:, ::5].min()) == ep.num_beams and float(dec.measured[:, 1:5].max()) == 0
+    elif want is not None:
+        assert bool((dec.measured == want).all())
+    assert bool((dec.ranking[..., 0] == dec.index).all())
