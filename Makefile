@@ -11,7 +11,7 @@ SCENARIO ?= scenarios/vehicular-60.toml
 NAME     := $(basename $(notdir $(SCENARIO)))
 SEED     ?= 0
 
-.PHONY: demo core-demo experiments test test-slow test-keras bench clean
+.PHONY: demo core-demo experiments test test-slow test-keras bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,15 +23,15 @@ $(STAMP): pyproject.toml
 
 # Main job: train the selector on the default scenario, then evaluate every policy on it.
 demo: $(STAMP)
-	$(VENV)/bin/beamattn train $(SCENARIO) --out results/train-$(NAME)
-	$(VENV)/bin/beamattn run $(SCENARIO) --checkpoint results/train-$(NAME)/selector.safetensors --out results/$(NAME)
+	$(VENV)/bin/beamattn train $(SCENARIO) --out results/train-$(NAME) --force
+	$(VENV)/bin/beamattn run $(SCENARIO) --checkpoint results/train-$(NAME)/selector.safetensors --out results/$(NAME) --force
 
 # Every claim of the attention write-up: figures, numbers, verdicts and results/experiments/report.md.
 experiments: $(STAMP)
-	$(VENV)/bin/beamattn experiment all --out results/experiments --seed $(SEED)
+	$(VENV)/bin/beamattn experiment all --out results/experiments --seed $(SEED) --force
 
 core-demo: $(STAMP)
-	$(VENV)/bin/beamattn demo --out results/core-demo --seed $(SEED)
+	$(VENV)/bin/beamattn demo --out results/core-demo --seed $(SEED) --force
 
 # The torch suite, then the Keras layer's suite in its own TensorFlow environment (.venv-tf).
 test: $(STAMP) $(STAMP_TF)
@@ -51,6 +51,19 @@ $(STAMP_TF): pyproject.toml
 
 test-keras: $(STAMP_TF)
 	$(VENV_TF)/bin/python -m pytest -q tests/keras
+
+# Mutation testing (mutmut 3, CPU heavy: hours for every group on 2 cores). Each module group is mutated in a copy
+# of the project and run only with the tests that cover it; the scores go to results/mutation.json.
+# `make mutation MUTATION_GROUPS="core-attend metrics" MUTATION_JOBS=2` runs some groups (scripts/mutation.py).
+STAMP_MUT       := $(VENV)/.installed-mutation
+MUTATION_GROUPS ?=
+MUTATION_JOBS   ?= 1
+$(STAMP_MUT): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,mutation]'
+	touch $(STAMP_MUT)
+
+mutation: $(STAMP_MUT)
+	nice -n 15 $(PY) scripts/mutation.py $(MUTATION_GROUPS) --jobs $(MUTATION_JOBS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_core.py --out results/bench_core.json

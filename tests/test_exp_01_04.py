@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 
 import pytest
 
 from beamattn.experiments import EXPERIMENTS
-from experiment_checks import run_small
+from experiment_checks import assert_mc_mean, query_norm_scale, run_small, softmax_rows_mc
 
 
 
@@ -31,6 +34,16 @@ def test_unscaled_dot_products(tmp_path):
     # Learning is slower without the scale.
     tr = n["training"]
     assert tr["unscaled"]["mean_loss"] >= 2 * tr["scaled"]["mean_loss"]
+    # Independent reference (NumPy Monte Carlo of the stated setup, q, k ~ N(0, I_d), num_keys keys): given q the
+    # scores are N(0, ||q||²) unscaled and N(0, ||q||²/d) scaled; the softmax's mean largest weight and entropy.
+    rng = np.random.default_rng(123)
+    for i, d in enumerate(sweep["d_k"]):
+        sigma = query_norm_scale(d, 20_000, rng)  # [draws] ||q||/√d
+        for tag, s in (("unscaled", sigma * math.sqrt(d)), ("scaled", sigma)):
+            w = softmax_rows_mc(s, sweep["num_keys"], rng=rng)  # [draws, Lk]
+            entropy = -(w * np.log(np.maximum(w, 1e-300))).sum(-1)
+            assert_mc_mean(sweep[tag]["max_weight"][i], w.max(-1), sweep["trials"], (tag, d, "max_weight"))
+            assert_mc_mean(sweep[tag]["entropy"][i], entropy, sweep["trials"], (tag, d, "entropy"))
     assert r.supported == all(n["checks"][k] for k in ("variance", "saturation", "gradient", "training"))
     assert r.supported
 

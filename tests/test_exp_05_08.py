@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 
 import pytest
 
 from beamattn.experiments import EXPERIMENTS
-from experiment_checks import run_small
+from experiment_checks import assert_mc_mean, query_norm_scale, run_small, softmax_rows_mc
 
 
 
@@ -67,4 +68,11 @@ def test_cosine_vs_dot_norms(tmp_path):
     assert w[-1] > 5 * w[0] and all(b > a for a, b in zip(w, w[1:]))
     assert le["dot"]["final_accuracy"] > 0.8
     assert le["cosine"]["final_accuracy"] < le["chance"] + 0.1
+    assert le["chance"] == 1 / le["keys"]
+    # Independent reference (NumPy Monte Carlo of the stated setup): key 0's scaled dot score is c (score 1 times
+    # its norm factor), the other keys' are N(0, ||q||²/d) given q; its softmax weight, averaged over the trials.
+    rng = np.random.default_rng(7)
+    for c, value in zip(sw["factors"], w):
+        w0 = softmax_rows_mc(query_norm_scale(sw["d"], 20_000, rng), sw["keys"], key0=c, rng=rng)[:, 0]  # [draws]
+        assert_mc_mean(value, w0, sw["trials"], ("dot weight of key 0 at c", c))
     assert res.supported

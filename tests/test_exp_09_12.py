@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from experiment_checks import run_small
+import numpy as np
+from experiment_checks import assert_mc_mean, query_norm_scale, run_small
 
 
 def _check_verdict(res):
@@ -71,6 +72,14 @@ def test_sparsemax_distractors(tmp_path):
         for acc, oracle in zip(fit[norm]["accuracy"], n["oracle_accuracy"]):
             assert acc <= oracle + 0.03
     assert res.supported == (s["gain_ok"] and s["gain_grows"] and s["zeros_ok"])
+    # Independent reference for the oracle (NumPy Monte Carlo of the stated setup): the match's scaled score is
+    # margin + N(0, σ²) and the n distractors' N(0, σ²), σ = ||q||/√d; the oracle is P(the match has the top score).
+    rng = np.random.default_rng(11)
+    for n_distractors, oracle in zip(n["distractors"], n["oracle_accuracy"]):
+        sigma = query_norm_scale(n["d"], 20_000, rng)  # [draws]
+        z = sigma[:, None] * rng.standard_normal((sigma.size, n_distractors + 1))  # [draws, n+1]
+        z[:, 0] += n["margin"]
+        assert_mc_mean(oracle, (z.argmax(-1) == 0).astype(float), n["trials"], ("oracle", n_distractors))
 
 
 def test_linear_probe_energies(tmp_path):

@@ -64,6 +64,7 @@ def test_beam_selector_entropy(tmp_path):
     res = run_small("beam-selector-entropy", tmp_path)
     n = res.numbers
     m = n["margin_nats"]
+    assert n["uniform_entropy_nats"] == pytest.approx(math.log(n["num_beams"]), abs=1e-12)  # closed form: ln M
     for channel, by_norm in n["vs_snr"].items():
         for norm, r in by_norm.items():
             assert all(0 <= e <= n["uniform_entropy_nats"] + 1e-6 for e in r["entropy"])

@@ -1,0 +1,182 @@
+"""Mutation testing of beamattn with mutmut 3: each module group mutated and run only with the tests that cover it.
+
+    .venv/bin/python scripts/mutation.py                    # every group (hours on 2 cores): `make mutation`
+    .venv/bin/python scripts/mutation.py core-attend metrics  # some groups
+    .venv/bin/python scripts/mutation.py --collect          # only re-read the finished runs, rewrite the JSON
+
+For every group a copy of the project is made in ``--workdir/<group>`` (the working tree is never touched)
+with a ``[tool.mutmut]`` section that mutates the group's modules and selects the group's test files;
+mutmut then runs, for each mutant, only the tests that executed the mutated function (its coverage stats).
+The per-module score, ``killed / (killed + survived + no tests)`` (timeouts count as killed, mutants left
+unchecked by an interrupted run are reported apart), goes to ``--out`` (results/mutation.json), with the
+names of the surviving mutants (``mutmut show NAME`` in the group's folder prints each diff).
+
+Not mutated: the text of error messages (lines that are only a string, or a ``raise``): the conditions that
+raise are mutated, and the tests match the messages' key words, but "XX"-wrapped message text would add
+hundreds of mutants that say nothing about the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from beamattn.io import write_json_atomic  # noqa: E402
+
+# group: (modules to mutate, test files that cover them). Only these tests run against the group's mutants.
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "core-attend": (["beamattn/core/attend.py", "beamattn/core/scores.py"], ["tests/test_attend.py"]),
+    "core-sparsemax": (["beamattn/core/sparsemax.py"], ["tests/test_sparsemax.py"]),
+    "core-multihead": (["beamattn/core/multihead.py"], ["tests/test_multihead.py"]),
+    "core-positional": (["beamattn/core/positional.py"], ["tests/test_positional.py"]),
+    "core-diagnostics": (["beamattn/core/diagnostics.py"], ["tests/test_diagnostics.py"]),
+    "codebooks": (["beamattn/wireless/codebooks.py"], ["tests/test_codebooks.py"]),
+    "metrics": (["beamattn/wireless/metrics.py"], ["tests/test_metrics_ci.py", "tests/test_policies.py"]),
+    "measurement": (["beamattn/wireless/measurement.py"], ["tests/test_measurement.py"]),
+    "selector": (["beamattn/wireless/selector.py"], ["tests/test_selector.py", "tests/test_selector_upa.py"]),
+    "policies": (["beamattn/wireless/policies/*"], ["tests/test_policies.py", "tests/test_policies_sweeps.py"]),
+    "linklevel-chain": (["beamattn/linklevel/chain.py"], ["tests/test_linklevel.py", "tests/test_estimation.py"]),
+}
+# Error-message text (see the module docstring): a line that is only a (f-)string, or that raises.
+DO_NOT_MUTATE = [r"^\s*raise\s", r"^\s*f?\"[^\"]*\"[\s),]*(from None)?[\s),]*$", r"^\s*f?'[^']*'[\s),]*$"]
+COPY = ["beamattn", "tests", "scripts", "scenarios", "README.md"]
+KILLED_CODES = {1, 3, 36, 24, -24, 152, 255, 37}  # killed, pytest internal error, timeouts, type check
+SURVIVED_CODES = {0}
+NO_TESTS_CODES = {5, 33}
+
+
+def _mutmut_section(modules: list[str], tests: list[str]) -> str:
+    return "\n".join([
+        "", "[tool.mutmut]",
+        'source_paths = ["beamattn"]',
+        f"only_mutate = {json.dumps(modules)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        'pytest_add_cli_args = ["-q", "-p", "no:randomly", "-x"]',
+        'process_isolation = "forkserver"  # torch is not fork-safe after a test run',
+        f"do_not_mutate_patterns = {json.dumps(DO_NOT_MUTATE)}",
+        "", ])
+
+
+def prepare(group: str, workdir: Path) -> Path:
+    """A fresh copy of the project for ``group`` with its mutmut configuration."""
+    modules, tests = GROUPS[group]
+    d = workdir / group
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "fixtures"))
+        elif src.exists():
+            shutil.copy2(src, d / name)
+    keras_fixtures = ROOT / "tests" / "keras" / "fixtures"
+    if keras_fixtures.exists():
+        shutil.copytree(keras_fixtures, d / "tests" / "keras" / "fixtures")
+    (d / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + _mutmut_section(modules, tests))
+    return d
+
+
+def run_group(group: str, workdir: Path, jobs: int, timeout: float | None) -> None:
+    d = prepare(group, workdir)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    cmd = [str(mutmut), "run", "--max-children", str(jobs)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    t0 = time.time()
+    print(f"== {group}: {' '.join(cmd)} in {d}", flush=True)
+    with open(d / "mutmut.log", "w") as log:
+        try:
+            subprocess.run(cmd, cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                           check=False)
+        except subprocess.TimeoutExpired:
+            print(f"   {group}: stopped after {timeout:.0f} s; the mutants checked so far are counted", flush=True)
+    (d / "elapsed_s").write_text(f"{time.time() - t0:.0f}\n")
+
+
+def collect(group: str, workdir: Path) -> dict | None:
+    """Counts and surviving mutants of ``group`` from mutmut's ``.meta`` files; None if it has not run."""
+    d = workdir / group
+    metas = sorted((d / "mutants").rglob("*.py.meta")) if (d / "mutants").exists() else []
+    if not metas:
+        return None
+    modules: dict[str, dict] = {}
+    for meta in metas:
+        rel = str(meta.relative_to(d / "mutants"))[: -len(".meta")]
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if not codes:
+            continue
+        killed = sum(c in KILLED_CODES for c in codes.values())
+        survived = sorted(k for k, c in codes.items() if c in SURVIVED_CODES)
+        no_tests = sorted(k for k, c in codes.items() if c in NO_TESTS_CODES)
+        unchecked = sum(c is None for c in codes.values())
+        other = len(codes) - killed - len(survived) - len(no_tests) - unchecked
+        checked = killed + len(survived) + len(no_tests)
+        modules[rel] = {
+            "mutants": len(codes), "checked": checked, "killed": killed, "survived": len(survived),
+            "no_tests": len(no_tests), "not_checked": unchecked, "other": other,
+            "score": round(killed / checked, 4) if checked else None,
+            "surviving": survived, "without_tests": no_tests,
+        }
+    elapsed = d / "elapsed_s"
+    return {"tests": GROUPS[group][1], "elapsed_s": int(elapsed.read_text()) if elapsed.exists() else None,
+            "modules": modules}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
+    p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "beamattn-mutation"),
+                   help="where the copies and mutmut's state live (default: %(default)s)")
+    p.add_argument("--out", default=str(ROOT / "results" / "mutation.json"), help="JSON summary (%(default)s)")
+    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="mutmut --max-children")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per group; then the rest stays unchecked")
+    p.add_argument("--collect", action="store_true", help="do not run: only summarise the finished runs")
+    args = p.parse_args(argv)
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        p.error(f"unknown group(s) {unknown}; expected some of {list(GROUPS)}")
+    workdir = Path(args.workdir)
+    if not args.collect:
+        for group in args.groups or GROUPS:
+            run_group(group, workdir, args.jobs, args.timeout)
+    out_path = Path(args.out)
+    old = json.loads(out_path.read_text()) if out_path.exists() else {}
+    groups = dict(old.get("groups", {}))
+    for group in GROUPS:
+        res = collect(group, workdir)
+        if res is not None:
+            groups[group] = res
+    total = {k: sum(m[k] for g in groups.values() for m in g["modules"].values())
+             for k in ("mutants", "checked", "killed", "survived", "no_tests", "not_checked")}
+    total["score"] = round(total["killed"] / total["checked"], 4) if total["checked"] else None
+    summary = {"tool": "mutmut " + _mutmut_version(), "score": "killed / (killed + survived + no tests)",
+               "not_mutated": DO_NOT_MUTATE, "total": total, "groups": groups,
+               "not_measured": [g for g in GROUPS if g not in groups]}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_path, summary)
+    for g, res in groups.items():
+        for mod, m in res["modules"].items():
+            print(f"{g:18s} {mod:40s} {m['killed']:4d}/{m['checked']:4d} killed (score {m['score']}), "
+                  f"{m['survived']} survived, {m['no_tests']} without tests, {m['not_checked']} not checked")
+    print(f"total: {total}; wrote {out_path}")
+    return 0
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
