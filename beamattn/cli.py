@@ -13,6 +13,7 @@ exits 130; SIGTERM removes the half-written output and exits 143.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .outdir import Terminated, install_sigterm_handler
 
-    install_sigterm_handler()  # SIGTERM -> Terminated: staging folders are removed on the way out
+    previous = install_sigterm_handler()  # SIGTERM -> Terminated: staging folders are removed on the way out
     cmd = args.command
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
@@ -203,8 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"beamattn {cmd}: interrupted", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"beamattn {cmd}: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        print(f"beamattn {cmd}: terminated (SIGTERM); no partial results were left", file=sys.stderr)
         return 143
+    finally:
+        if previous is not None:  # main() called from a program or a test: give its handler back
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -220,6 +224,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
     elif c == "channels":
         check_out(args.out, kind="file", force=force, inputs=[args.scenario])
     elif c == "export":
+        if Path(args.out).suffix != ".safetensors":  # before staging: the error names the user's path
+            raise ValueError(f"export: argument '--out' = {args.out!r}; expected a file name ending in .safetensors")
         check_out(args.out, kind="file", force=force, inputs=[args.checkpoint, args.scenario])
     elif c == "demo":
         check_out(args.out, kind="dir", force=force)

@@ -54,16 +54,17 @@ class Terminated(BaseException):
     """
 
 
-def install_sigterm_handler() -> None:
-    """Make SIGTERM raise :class:`Terminated` in the main thread (no-op outside the main thread)."""
+def install_sigterm_handler():
+    """Make SIGTERM raise :class:`Terminated` in the main thread; returns the previous handler (None outside
+    the main thread, where nothing is changed), for ``signal.signal(signal.SIGTERM, previous)``."""
 
     def handler(signum, frame):  # noqa: ARG001 - the signal API
         raise Terminated(f"signal {signum}")
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave the default
-        pass
+        return None
 
 
 def _label(path: Path, arg: str) -> str:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -314,11 +315,13 @@ def test_sigterm_in_the_write_phase_is_a_clean_exit(scn_file, tmp_path, monkeypa
 
     monkeypatch.setattr(plots, "run_figures", killed)
     out = tmp_path / "out"
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["run", scn_file, "--out", str(out), "--policies", "genie"]) == 143
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "beamattn run: terminated (SIGTERM); nothing was written"
+    assert err[-1] == "beamattn run: terminated (SIGTERM); no partial results were left"
     assert "Traceback" not in "\n".join(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]  # no results, no staging folder
+    assert signal.getsignal(signal.SIGTERM) is before  # main() gives the caller's handler back
 
 
 def test_ctrl_c_is_one_line(monkeypatch, tmp_path, capsys):
@@ -383,3 +386,24 @@ def test_failed_scheduler_connection_leaves_no_stub_folder(tmp_path, monkeypatch
     assert main(["sweep", str(sweep_file), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "cannot connect" in _one_error_line(capsys, "sweep")
     assert not out.exists()
+
+
+def test_sweep_resume_reports_each_unusable_result_once(tmp_path, monkeypatch, capsys, recwarn):
+    import beamattn.wireless.runner as runner
+    from beamattn.wireless.sweep import load_sweep
+    from test_sweep import _write_sweep
+
+    # The point is the report, not the numbers: each task's run_scenario is a stub with fixed KPIs.
+    monkeypatch.setattr(runner, "run_scenario", lambda scn, out, policies, **kw: SimpleNamespace(
+        summary={p: {"snr_db": {"mean": 1.0}} for p in policies}))
+    sweep_file = _write_sweep(tmp_path / "def")
+    out = tmp_path / "out"
+    tid = load_sweep(sweep_file).tasks()[0][0]
+    (out / "tasks").mkdir(parents=True)
+    (out / "tasks" / f"{tid}.json").write_text("{truncated")
+    assert main(["sweep", str(sweep_file), "--out", str(out), "--resume", "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    mentions = [line for line in err.splitlines() if f"{tid}.json" in line]
+    mentions += [str(w.message) for w in recwarn if f"{tid}.json" in str(w.message)]
+    assert len(mentions) == 1, mentions
+    assert mentions[0].startswith("beamattn sweep: warning: sweep: result") and "unusable" in mentions[0]

@@ -253,7 +253,7 @@ def _save_progress(prog: Path, identity: dict, step: int, sel: AttentionSelector
         tensors.update(_flat(f"opt.{i}", st))
     tensors["rng.gen"] = gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_initialized():  # (not under tests' simulated CUDA)
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     name = f"state-{step}.safetensors"
     path = write_file_atomic(prog / name, lambda tmp: save_file(tensors, tmp), suffix=".safetensors")
