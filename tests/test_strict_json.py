@@ -177,3 +177,14 @@ def test_linklevel_demo_and_an_experiment_write_strict_json(tmp_path, scenario_f
     err = capsys.readouterr().err.strip().splitlines()
     assert "policy 'nan-policy'" in err[-1], err
     assert not (tmp_path / "ll2" / "bler.json").exists()
+
+
+def test_a_checkpoint_with_a_non_finite_metadata_value_is_refused(tmp_path):
+    from beamattn.wireless.checkpoint import CheckpointError, save_selector
+    from beamattn.wireless.selector import AttentionSelector, SelectorConfig
+
+    beams = torch.eye(4, dtype=torch.complex64)
+    sel = AttentionSelector(SelectorConfig(history=1, d_model=2, neighbours=1), beams, torch.ones(4, dtype=torch.bool))
+    with pytest.raises(CheckpointError, match=r"\['valid'\]\['se'\] = nan is not finite"):
+        save_selector(sel, tmp_path / "c.safetensors", extra={"valid": {"se": math.nan}})
+    assert not (tmp_path / "c.safetensors").exists()

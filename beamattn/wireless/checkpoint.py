@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..io import write_file_atomic
+from ..io import _non_finite, write_file_atomic
 from .selector import AttentionSelector, SelectorConfig
 
 __all__ = ["save_selector", "load_selector", "read_checkpoint_config", "checkpoint_selector_config", "file_sha256",
@@ -49,7 +49,12 @@ def save_selector(selector: AttentionSelector, path: str | Path, extra: dict | N
     state = {k: v.detach().cpu().contiguous() for k, v in selector.state_dict().items()}
     beams = selector.beams.detach().cpu().to(torch.complex64)  # [M, N]
     state[_CODEBOOK[0]], state[_CODEBOOK[1]] = beams.real.contiguous(), beams.imag.contiguous()
-    text = json.dumps(meta, allow_nan=False)  # strict JSON (no NaN/Infinity), as every file beamattn writes
+    try:
+        text = json.dumps(meta, allow_nan=False)  # strict JSON (no NaN/Infinity), as every file beamattn writes
+    except ValueError:
+        where = _non_finite(meta)
+        raise CheckpointError(f"checkpoint {path}: metadata value {where[0] if where else '?'} = "
+                              f"{where[1] if where else '?'} is not finite; expected finite numbers") from None
     return write_file_atomic(path, lambda tmp: save_file(state, tmp, metadata={_KEY: text}))
 
 
