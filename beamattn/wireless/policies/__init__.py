@@ -47,6 +47,7 @@ from .references import Random, Uniform
 from .attention import AttentionPolicy, AttentionUntrained
 from .csi_codebooks import MRTFromReports, TypeI, TypeII  # noqa: F401  (registers type1*, type2*, mrt-reports)
 from .omp import OMPBeam, OMPMRT  # noqa: F401  (registers omp-beam, omp-mrt)
+from . import learned as learned  # the learned baselines (mlp, lstm, score-classifier, ...): registers them
 
 __all__ = ["Decision", "Policy", "POLICIES", "register", "make_policy", "available_policies",
            "Genie", "MRT", "Exhaustive", "BestOfSetB", "Stale", "Hierarchical", "Random", "Uniform",
