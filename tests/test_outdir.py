@@ -407,3 +407,27 @@ def test_sweep_resume_reports_each_unusable_result_once(tmp_path, monkeypatch, c
     mentions += [str(w.message) for w in recwarn if f"{tid}.json" in str(w.message)]
     assert len(mentions) == 1, mentions
     assert mentions[0].startswith("beamattn sweep: warning: sweep: result") and "unusable" in mentions[0]
+
+
+@pytest.mark.parametrize("api", ["run", "train", "channels", "linklevel", "demo", "experiment", "experiment all"])
+def test_api_refuses_aliasing_seeds_before_writing(api, tmp_path):
+    from wireless_fixtures import tiny_scenario
+
+    from beamattn.demo import run_demo
+    from beamattn.experiments import run_all, run_experiment
+    from beamattn.linklevel.run import run_linklevel
+    from beamattn.wireless.export import export_channels
+    from beamattn.wireless.runner import run_scenario
+    from beamattn.wireless.train import train_selector
+
+    out = tmp_path / "o"
+    call = {"run": lambda: run_scenario(tiny_scenario(), out, seed=2**64, progress=False),
+            "train": lambda: train_selector(tiny_scenario(), out, seed=2**64, progress=False),
+            "channels": lambda: export_channels(tiny_scenario(), tmp_path / "o.npz", seed=2**64),
+            "linklevel": lambda: run_linklevel(tiny_scenario(), out, seed=2**64, progress=False),
+            "demo": lambda: run_demo(out, seed=2**64, trials=1),
+            "experiment": lambda: run_experiment("permutation-equivariance", out, small=True, seed=2**64),
+            "experiment all": lambda: run_all(out, small=True, seed=2**64, progress=False)}[api]
+    with pytest.raises(ValueError, match=r"seed = 18446744073709551616; expected an integer in \[0, 2\^63 - 1\]"):
+        call()
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..outdir import StagedFile, check_out
+from ..seeds import check_seed
 from .runner import channel_chunks, make_codebooks
 from .scenario import Scenario
 
@@ -35,6 +36,7 @@ def export_channels(scn: Scenario, out: str | Path, seed: int | None = None,
         raise ValueError(f"channels: argument '--out' = {str(out)!r}; expected a file name ending in .npz")
     check_out(out, kind="file", force=force)
     seed = scn.seed if seed is None else seed
+    check_seed(seed)  # [0, 2^63): larger seeds would alias smaller ones
     narrow, _ = make_codebooks(scn)
     beams = narrow.beams.to(device)
     parts = {"h": [], "positions": [], "los": [], "beam_gains": []}

@@ -24,6 +24,7 @@ from .. import __version__
 from ..device import describe_device
 from ..io import write_json_atomic, write_text_atomic
 from ..outdir import StagedDir, check_out
+from ..seeds import check_seed
 from .channels.base import check_channel
 from .codebooks import Codebook, dft_codebook, wide_codebook
 from .measurement import mix_seed, build_episode
@@ -173,6 +174,7 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
         check_out(out_dir, kind="dir", force=force, inputs=[checkpoint])
     device = torch.device(device)
     seed = scn.seed if seed is None else seed
+    check_seed(seed)  # [0, 2^63): larger seeds would alias smaller ones
     names = list(policies or scn.policies)
     pols = make_policies(scn, names, checkpoint)
     if checkpoint is not None and "attention" not in pols:
