@@ -6,7 +6,9 @@ that misses its estimate, NaN beams from a checkpoint with huge weights).
 """
 
 import copy
+import json
 import math
+import os
 
 import pytest
 import torch
@@ -96,14 +98,54 @@ def test_memory_estimate_equals_the_tensors_that_are_allocated():
     items = {i.what: i.bytes for i in estimate_memory(scn)}
     _, ep, sample = next(episodes(scn, 0, scn.chunk_drops))
     nbytes = lambda t: t.numel() * t.element_size()  # noqa: E731
-    assert items["channel h [B, T, F, N]"] == nbytes(sample.h)
-    assert items["covariances [B, D, N, N]"] == nbytes(ep.cov_use)
+    assert items["channel h [B, T, F, N] x 3"] == 3 * nbytes(sample.h)
+    assert items["covariances [B, D, N, N] x 3"] == 3 * nbytes(ep.cov_use)
     b, r, k = ep.reports_db.shape
-    assert items["measurement noise and samples [B, R, S, K] x 2"] == 2 * b * r * scn.measurement.samples * k * 8
+    assert items["measurement noise and samples [B, R, S, K] x 4"] == 4 * b * r * scn.measurement.samples * k * 8
     d, u = ep.num_decisions, ep.timeline.use_len
     f, n, m = sample.h.shape[2], sample.h.shape[3], ep.num_beams
     assert items["use-interval channels [B, D, U·F, N]"] == b * d * u * f * n * 8
-    assert items["use-interval beam gains [B, D, U·F, M] complex + float32"] == b * d * u * f * m * 12
+    assert items["use-interval beam gains [B, D, U·F, M] complex + 2 float32"] == b * d * u * f * m * 16
+
+
+_RSS_SCRIPT = """
+import copy, json, resource, sys
+from wireless_fixtures import TINY_DOC
+from beamattn.wireless.runner import episodes
+from beamattn.wireless.scenario import estimate_memory, parse_scenario
+
+def scenario(duration):
+    d = copy.deepcopy(TINY_DOC)
+    d["scenario"].update(chunk_drops=16, drops=48, policies=["genie", "mrt"])
+    d["array"].update(num_rows=8, num_cols=8)
+    d["codebook"].update(num_wide=0)
+    d["measurement"].update(set_b=0)
+    d["channel"].update(duration=duration, sample_interval=0.002, num_subcarriers=4)
+    return parse_scenario(d)
+
+for _ in episodes(scenario(0.1), 0, 2):  # the same operations once, small: library buffers, thread pools
+    pass
+scn = scenario(0.8)
+est = sum(i.bytes for i in estimate_memory(scn) if not i.what.startswith(("training", "steps")))
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+for _ in episodes(scn, 0, scn.drops):
+    pass
+print(json.dumps([est, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - r0]))
+"""
+
+
+def test_memory_estimate_bounds_the_measured_peak_of_a_chunk_loop():
+    """Peak RSS growth (Linux ru_maxrss) of three chunks of a wideband UPA scenario stays below the estimate,
+    and is not far below it (the estimate is not a meaningless huge number)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT], cwd=tests, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(tests), "OMP_NUM_THREADS": "1"})
+    estimate, measured = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0.25 * estimate < measured <= estimate, (estimate, measured)
 
 
 def test_memory_refusal_names_the_fields_that_drive_the_largest_tensor():

@@ -53,7 +53,7 @@ from ..seeds import check_seed
 from .arrays import AntennaArray
 from .codebooks import dft_grid_shape, dft_invisible_beams
 from .limits import RANGES, check_range, format_bytes, memory_limit
-from .measurement import MeasurementConfig, make_timeline
+from .measurement import MeasurementConfig, Timeline, make_timeline
 from .selector import SelectorConfig
 
 __all__ = ["Scenario", "TrainingConfig", "CodebookConfig", "MemoryItem", "load_scenario", "parse_scenario",
@@ -351,7 +351,7 @@ def _check_wide(array: AntennaArray, codebook: CodebookConfig, num_beams: int) -
                          "into invisible space; expected spacing_h >= 0.5 or num_wide = 0")
 
 
-def _timeline(scn: Scenario):
+def _timeline(scn: Scenario) -> Timeline:
     """The measurement timeline of one drop (raises the error computing would raise, naming 'duration')."""
     cfg = scn.channel
     t = cfg.num_time_steps
@@ -376,12 +376,15 @@ def estimate_memory(scn: Scenario) -> list[MemoryItem]:
     ``N`` antennas, ``M`` narrow + ``W`` wide beams, ``D`` decisions of ``U`` samples each and ``R = D + H - 1``
     reports of ``S`` samples (complex64 = 8 bytes; Sionna's "double" precision 16):
 
-    - the channel ``h [B, T, F, N]`` (and the back-end's own: the geometric steering matrices ``[B, P, N]``
-      and blockage events ``[B, T, E]`` float64 x 3; Sionna's path coefficients ``[B, T, N, P]`` and its
-      ``[B, T, T]`` spatial-consistency matrices);
-    - the measurements: noise and samples ``[B, R, S, K]`` x 2, the measured channels ``[B, R, S, N]``;
+    - the channel ``h [B, T, F, N]`` x 3 (the previous chunk's, which the loop still holds, and the new one
+      twice: the back-end's time chunks and their concatenation), and the back-end's own tensors: the
+      geometric steering matrices ``[B, P, N]`` and blockage events ``[B, T, E]`` float64 x 3; Sionna's path
+      coefficients ``[B, T, N, P]`` and its ``[B, T, T]`` spatial-consistency matrices;
+    - the measurements: noise, products and samples ``[B, R, S, K]`` x 4, the measured channels ``[B, R, S, N]``;
     - the truth over the use intervals: ``h_u [B, D, U·F, N]``, every beam's gain over it
-      ``[B, D, U·F, M]`` complex + float32, the covariances ``[B, D, N, N]``.
+      ``[B, D, U·F, M]`` complex + 2 float32, the covariances ``[B, D, N, N]`` x 3 (the previous chunk's,
+      the product and its scaled copy);
+    - the operations' temporaries: as much again as the above (measured: the peak is 1.0-1.4 x their sum).
 
     Over all drops: the per-decision rows of ``steps.csv`` (``drops x D x policies`` Python tuples, ~700 B
     each) and the training pool (``1.25 x training.drops x D`` decisions of an ``[N, N]`` covariance and
@@ -389,8 +392,10 @@ def estimate_memory(scn: Scenario) -> list[MemoryItem]:
     """
     c, arr = scn.channel, scn.array
     b, t, n = scn.chunk_drops, c.num_time_steps, arr.num_ant
-    f = c.num_subcarriers if scn.backend == "geometric" else (c.num_subcarriers or 1)
-    f = f if f >= 2 or scn.backend != "geometric" else 1
+    if scn.backend == "geometric":
+        f = c.num_subcarriers if c.wideband else 1  # 0 or 1: narrowband
+    else:
+        f = c.num_subcarriers or 1  # None: narrowband
     m = _num_beams(arr, scn.codebook)
     k = m + scn.codebook.num_wide
     cb = 16 if getattr(c, "precision", "single") == "double" else 8
@@ -401,9 +406,13 @@ def estimate_memory(scn: Scenario) -> list[MemoryItem]:
     shape_n = f"N = {n} (array num_rows {arr.num_rows} x num_cols {arr.num_cols})"
     shape_f = f"F = {f} (num_subcarriers {c.num_subcarriers})"
     shape_m = f"M = {m} (N x oversampling {scn.codebook.oversampling}{' per axis' if arr.num_rows > 1 else ''})"
-    shape_d = f"D = {d} decisions of U = {u} samples (period {scn.measurement.period} s)"
+    shape_d = (f"D = {d} decisions of U = {u} samples (duration {c.duration} s / period {scn.measurement.period} s, "
+               f"sample_interval {c.sample_interval} s)")
     chunk = f"chunk_drops = {b}"
-    items = [MemoryItem("channel h [B, T, F, N]", b * t * f * n * cb, f"{chunk}, {shape_t}, {shape_f}, {shape_n}")]
+    # Alive at the peak: the previous chunk's channel and episode (the loop still holds them while the next
+    # chunk is made), and the new channel twice (the back-end's time chunks and their concatenation).
+    items = [MemoryItem("channel h [B, T, F, N] x 3", 3 * b * t * f * n * cb,
+                        f"{chunk}, {shape_t}, {shape_f}, {shape_n}")]
     if scn.backend == "geometric":
         p = c.num_paths
         items.append(MemoryItem("steering matrices [B, P, N]", b * p * n * cb,
@@ -423,19 +432,25 @@ def estimate_memory(scn: Scenario) -> list[MemoryItem]:
             items.append(MemoryItem("spatial-consistency matrices [B, T, T] x 8", 8 * b * t * t * 4,
                                     f"{chunk}, {shape_t}"))
     items += [
-        MemoryItem("measurement noise and samples [B, R, S, K] x 2", 2 * b * r * s * k * 8,
+        MemoryItem("measurement noise and samples [B, R, S, K] x 4", 4 * b * r * s * k * 8,
                    f"{chunk}, R = {r} reports (D = {d} + history {h} - 1), S = samples {s}, K = {k} beams "
                    f"({shape_m} + num_wide {scn.codebook.num_wide})"),
         MemoryItem("measured channels [B, R, S, N]", b * r * s * n * cb, f"{chunk}, R = {r}, S = samples {s}, "
                                                                          f"{shape_n}"),
         MemoryItem("use-interval channels [B, D, U·F, N]", b * d * u * f * n * cb,
                    f"{chunk}, {shape_d}, {shape_f}, {shape_n}"),
-        MemoryItem("use-interval beam gains [B, D, U·F, M] complex + float32", b * d * u * f * m * (cb + 4),
-                   f"{chunk}, {shape_d}, {shape_f}, {shape_m}"),
-        MemoryItem("covariances [B, D, N, N]", b * d * n * n * cb, f"{chunk}, {shape_d}, {shape_n}"),
-        MemoryItem("steps.csv rows [drops x D x policies] (Python tuples)", scn.drops * d * len(scn.policies) * 700,
-                   f"drops = {scn.drops}, D = {d} decisions, {len(scn.policies)} policies"),
+        MemoryItem("use-interval beam gains [B, D, U·F, M] complex + 2 float32", b * d * u * f * m * (cb + 8),
+                   f"{chunk}, {shape_d}, {shape_f}, {shape_m}"),  # h_u vᵀ, its |.|, its |.|²
+        MemoryItem("covariances [B, D, N, N] x 3", 3 * b * d * n * n * cb, f"{chunk}, {shape_d}, {shape_n}"),
     ]
+    # The operations' own temporaries (strided and conjugated copies, broadcast operands, the allocator's
+    # slack): as much again as the tensors listed. Measured peak RSS growth of a loop over chunks (after a
+    # small warm-up): 1.0-1.4 x the listed tensors' sum on UPA 8x8 wideband, ULA 64 x4 oversampled and
+    # UPA 16x16 shapes, so the total (2 x) bounds it with margin (tests/test_value_bounds.py checks one).
+    items.append(MemoryItem("temporaries of the chunk's operations (as much as the tensors above)",
+                            sum(i.bytes for i in items), ""))
+    items.append(MemoryItem("steps.csv rows [drops x D x policies] (Python tuples)", scn.drops * d * len(scn.policies)
+                            * 700, f"drops = {scn.drops}, D = {d} decisions, {len(scn.policies)} policies"))
     tr, hist = scn.training, scn.selector.history
     pool = (tr.drops + max(16, tr.drops // 4)) * d  # training + validation decisions
     items.append(MemoryItem("training pool [drops x D] x (covariance [N, N] + reports [L, M])",
@@ -456,7 +471,7 @@ def check_memory(scn: Scenario, max_memory: int | None = None) -> int:
     total = sum(i.bytes for i in items)
     limit, where = (max_memory, "max_memory") if max_memory is not None else memory_limit()
     if total > limit:
-        top = max(items, key=lambda i: i.bytes)
+        top = max((i for i in items if i.fields), key=lambda i: i.bytes)  # a tensor whose fields can be named
         raise ValueError(f"memory: the scenario needs about {format_bytes(total)}, most of it for the "
                          f"{top.what} ({format_bytes(top.bytes)}, from {top.fields}); expected at most "
                          f"{format_bytes(limit)} ({where}): make these fields smaller")
