@@ -431,3 +431,49 @@ def test_api_refuses_aliasing_seeds_before_writing(api, tmp_path):
     with pytest.raises(ValueError, match=r"seed = 18446744073709551616; expected an integer in \[0, 2\^63 - 1\]"):
         call()
     assert list(tmp_path.iterdir()) == []
+
+
+_SLOW_WRITE = """
+import sys, time, pathlib
+import beamattn.wireless.plots as plots
+def slow(trace, summary, scn, fig_dir):  # the write phase: signal the test, then wait to be killed
+    pathlib.Path(sys.argv[1]).write_text("writing")
+    time.sleep(120)
+plots.run_figures = slow
+from beamattn.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_killed_processes_leave_nothing_behind(scn_file, tmp_path):
+    """A real process, signalled in its write phase: SIGTERM -> exit 143 and no staging folder; SIGKILL leaves
+    one, which the next run into the same parent removes."""
+    import time
+
+    script = tmp_path / "slow.py"
+    script.write_text(_SLOW_WRITE)
+    res = tmp_path / "res"
+    res.mkdir()
+
+    def start(flag):
+        p = subprocess.Popen([sys.executable, str(script), str(flag), "run", scn_file, "--out", str(res / "out"),
+                              "--policies", "genie"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t0 = time.time()
+        while not flag.exists():
+            assert p.poll() is None and time.time() - t0 < 120, p.stderr.read() if p.poll() is not None else "slow"
+            time.sleep(0.1)
+        return p
+
+    p = start(tmp_path / "flag1")
+    assert [e.name.split(".staging-")[0] for e in res.iterdir()] == [".out"]  # staging, beside the target
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 143
+    assert "terminated (SIGTERM)" in p.stderr.read() and list(res.iterdir()) == []
+    p = start(tmp_path / "flag2")
+    p.kill()
+    p.wait(60)
+    p.stderr.close()
+    stale = list(res.iterdir())
+    assert len(stale) == 1 and ".staging-" in stale[0].name and not (res / "out").exists()
+    assert main(["run", scn_file, "--out", str(res / "out"), "--policies", "genie", "--no-figures"]) == 0
+    assert sorted(e.name for e in res.iterdir()) == ["out"]
