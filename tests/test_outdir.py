@@ -445,6 +445,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow  # two fresh Python processes importing torch: ~15-35 s on 2 shared cores
 def test_killed_processes_leave_nothing_behind(scn_file, tmp_path):
     """A real process, signalled in its write phase: SIGTERM -> exit 143 and no staging folder; SIGKILL leaves
     one, which the next run into the same parent removes."""
