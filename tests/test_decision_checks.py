@@ -12,6 +12,8 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from beamattn.cli import main
 from beamattn.wireless.arrays import ULA
@@ -22,6 +24,7 @@ from beamattn.wireless.metrics import decision_metrics, used_beam
 from beamattn.wireless.policies import POLICIES, Decision, Policy, available_policies, make_policy
 from beamattn.wireless.policies.checks import NORM_TOL, DecisionError, check_decision
 from beamattn.wireless.runner import episodes, make_policies, run_scenario
+from beamattn.wireless.scenario import parse_scenario
 from wireless_fixtures import tiny_scenario
 
 
@@ -261,3 +264,75 @@ def test_one_antenna_mrt_is_the_only_beam():
     m = decision_metrics(ep, make_policy("mrt").decide(ep))
     assert bool((m.top1 == 1).all())
 
+
+
+# --------------------------------------------------------------------------- property: any valid scenario
+
+
+@st.composite
+def _scenarios(draw):
+    """Small valid scenarios over the settings that change what policies see: array size, oversampling,
+    Set B, report history, phases, quantisation, measurement SNR, speed, wide beams, data type."""
+    n = draw(st.sampled_from([2, 4, 8]))
+    o = draw(st.sampled_from([1, 2]))
+    m = n * o
+    history = draw(st.integers(1, 3))
+    doc = {
+        "scenario": {"name": "prop", "seed": draw(st.integers(0, 2**31)), "drops": 2, "chunk_drops": 2,
+                     "snr_db": draw(st.floats(-10, 30))},
+        "channel": {"speed_kmh": draw(st.sampled_from([0, 30, 120])), "duration": 0.2, "sample_interval": 0.002,
+                    "num_clusters": draw(st.integers(1, 4)), "rays_per_cluster": 2,
+                    "los": draw(st.booleans())},
+        "array": {"num_cols": n},
+        "codebook": {"oversampling": o, "num_wide": draw(st.sampled_from([0] + [w for w in (2, 4) if w <= m]))},
+        "measurement": {"set_b": draw(st.integers(0, m)), "history": history, "with_phase": draw(st.booleans()),
+                        "snr_db": draw(st.floats(-10, 40)), "quantization_db": draw(st.sampled_from([0.0, 1.0])),
+                        "period": 0.02, "delay": 0.004},
+        "selector": {"history": draw(st.integers(1, history)), "d_model": 4, "neighbours": 1,
+                     "normalizer": draw(st.sampled_from(["softmax", "sparsemax", "entmax15"])),
+                     "mode": draw(st.sampled_from(["soft", "hard", "topk"])), "topk": draw(st.integers(1, m))},
+    }
+    return parse_scenario(doc, source="prop")
+
+
+@pytest.mark.slow  # about a minute: every registered policy on each drawn scenario
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenarios())
+def test_what_every_policy_returns_keeps_the_contract_on_any_scenario(scn):
+    """Every policy on any small valid scenario: its decision keeps the contract and its KPIs are finite,
+    or it refuses the episode with one line naming itself. All failures of one scenario are listed."""
+    _, ep, _ = next(episodes(scn, scn.seed, scn.drops))
+    failures = []
+    for name in available_policies():
+        if (name == "hierarchical" or name.startswith("hierarchical-")) and scn.codebook.num_wide == 0:
+            continue  # a scenario listing it without wide beams is refused when parsed
+        try:
+            pol = make_policies(scn, [name])[name]
+        except ValueError as e:
+            if not ("checkpoint" in str(e) and name not in _BASELINES):  # learned predictors need training
+                failures.append(f"{name}: {e}")
+            continue
+        try:
+            dec = pol.decide(ep)
+        except ValueError as e:  # a policy may refuse an episode it cannot serve, with one line naming it
+            if not (name in str(e) and len(str(e).splitlines()) == 1 and name not in _BASELINES):
+                failures.append(f"{name}: {e}")
+            continue
+        except Exception as e:  # noqa: BLE001 - any crash is a failure of that policy
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        try:
+            check_decision(name, ep, dec)
+        except DecisionError as e:
+            failures.append(str(e))
+            continue
+        m = decision_metrics(ep, dec)
+        for f in ("snr_db", "loss_db", "se", "top1", "topk", "overhead", "active", "entropy"):
+            if not bool(torch.isfinite(getattr(m, f)).all()):
+                failures.append(f"{name}: KPI {f} is not finite")
+        if not bool((m.topk >= m.top1).all()):
+            failures.append(f"{name}: Top-K below Top-1")
+        if dec.weights is None and dec.gain is None and bool((dec.index >= 0).all()) \
+                and not bool((m.loss_db >= -1e-3).all()):
+            failures.append(f"{name}: a codebook beam beats the genie beam")  # the genie is the best of them
+    assert not failures, "\n".join(failures)
