@@ -85,7 +85,7 @@ def _check_accepted(scn, data: dict) -> None:
                     isinstance(value, float) and value.is_integer() and type(held) is int and held == value), \
                     (table, key, value, held)
     # 2. Every numeric field of every table lies within its documented range (the ones not given too).
-    for table in ("scenario", "channel", "array", "codebook", "measurement", "training"):
+    for table in ("scenario", "channel", "array", "codebook", "measurement", "selector", "training"):
         cfg = _config_of(scn, table)
         for f in dataclasses.fields(cfg):
             value = getattr(cfg, f.name)

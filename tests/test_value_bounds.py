@@ -53,6 +53,8 @@ def _refused(data, *patterns, source="b.toml"):
     ("measurement", "samples", 10**6, "[1, 4096]"),
     ("scenario", "chunk_drops", 10**9, "[1, 1e+06]"),
     ("training", "lr", 1e9, "(0, 10]"),
+    ("selector", "temperature", 1e-300, "[0.001, 1000]"),  # old: 1 / temperature overflowed to inf: NaN beams
+    ("selector", "d_model", 10**9, "[1, 4096]"),  # old: a [1e9, L+1, 2n+1] weight allocated at construction
 ])
 def test_out_of_range_numbers_are_one_line_naming_field_value_and_range(table, field, value, shown):
     msg = _refused(_doc(**{table: {field: value}}), f"'{field}' = {value!r}", shown)
@@ -233,6 +235,12 @@ def test_what_computing_would_refuse_is_refused_at_load_time(tables, pattern):
     the hierarchical policy was not requested."""
     data = _doc(scenario={"policies": ["genie", "mrt"]}, **tables)
     _refused(data, pattern)
+
+
+def test_topk_larger_than_the_codebook_is_refused_at_load_time():
+    """Old code: accepted; the selector refused it when it first ran."""
+    _refused(_doc(selector={"mode": "topk", "topk": 17}), "'topk' = 17 exceeds the codebook size M = 16")
+    assert parse_scenario(_doc(selector={"mode": "topk", "topk": 16})).selector.topk == 16
 
 
 def test_wide_feasibility_agrees_with_the_wide_codebook():

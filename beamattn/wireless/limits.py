@@ -51,6 +51,9 @@ field(s)                                range                       why
 ``chunk_drops``                         [1, 10^6]                   drops per batch (the memory check decides)
 ``steps``, ``batch``                    [1, 10^8], [1, 10^7]        training
 ``lr``, ``weight_decay``                (0, 10], [0, 10]            AdamW
+``temperature`` (selector)              [0.001, 1000]               score scale; 1e-300 made 1/T overflow
+``d_model``, ``neighbours``, ``topk``   [1, 4096], [0, 512],        the selector's keys
+                                        [1, 65536]
 ======================================  ==========================  =============================================
 
 Sizes that are each in range can still multiply to more memory than the machine has
@@ -141,6 +144,10 @@ RANGES: dict[str, Range] = {
     "batch": Range(1, 10**7, integer=True),
     "lr": Range(0.0, 10.0, open_lo=True),
     "weight_decay": Range(0.0, 10.0),
+    "temperature": Range(1e-3, 1e3),
+    "d_model": Range(1, 4096, integer=True),
+    "neighbours": Range(0, 512, integer=True),
+    "topk": Range(1, 65536, integer=True),
 }
 
 

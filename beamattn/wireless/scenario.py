@@ -264,6 +264,8 @@ def parse_scenario(data: dict, source: str = "<memory>", *, max_memory: int | No
         codebook = _build(CodebookConfig, data.get("codebook", {}), "codebook")
         measurement = _build(MeasurementConfig, data.get("measurement", {}), "measurement")
         selector = _build(SelectorConfig, data.get("selector", {}), "selector")
+        for key in ("temperature", "history", "neighbours", "d_model", "topk"):  # ranges of limits.RANGES
+            check_range("selector", key, getattr(selector, key))
         training = _build(TrainingConfig, data.get("training", {}), "training")
         if selector.history > measurement.history:
             raise ValueError(f"selector: field 'history' = {selector.history} exceeds measurement 'history' = "
@@ -296,6 +298,9 @@ def parse_scenario(data: dict, source: str = "<memory>", *, max_memory: int | No
         if measurement.set_b > num_beams:
             raise ValueError(f"measurement: field 'set_b' = {measurement.set_b} is larger than Set A ({num_beams} "
                              f"beams); expected 0 <= set_b <= {num_beams}")
+        if selector.mode == "topk" and selector.topk > num_beams:  # the selector would refuse it when it runs
+            raise ValueError(f"selector: field 'topk' = {selector.topk} exceeds the codebook size M = {num_beams}; "
+                             f"expected 1 <= topk <= {num_beams}")
         if policies is None and codebook.num_wide == 0:  # the default list, without the wide-beam search
             scn.policies = tuple(p for p in scn.policies if p != "hierarchical")
         if "hierarchical" in scn.policies and codebook.num_wide == 0:
@@ -451,6 +456,11 @@ def estimate_memory(scn: Scenario) -> list[MemoryItem]:
                             sum(i.bytes for i in items), ""))
     items.append(MemoryItem("steps.csv rows [drops x D x policies] (Python tuples)", scn.drops * d * len(scn.policies)
                             * 700, f"drops = {scn.drops}, D = {d} decisions, {len(scn.policies)} policies"))
+    sel = scn.selector
+    batch = max(scn.training.batch, 1024)  # a training minibatch, or an inference chunk of 1024 decisions
+    items.append(MemoryItem("selector keys [batch, M, d_model] float32 x 4 (convolution, GELU, gradients)",
+                            4 * batch * m * sel.d_model * 4,
+                            f"training batch = {scn.training.batch}, {shape_m}, selector d_model = {sel.d_model}"))
     tr, hist = scn.training, scn.selector.history
     pool = (tr.drops + max(16, tr.drops // 4)) * d  # training + validation decisions
     items.append(MemoryItem("training pool [drops x D] x (covariance [N, N] + reports [L, M])",
