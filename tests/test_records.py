@@ -159,3 +159,17 @@ def test_duplicate_policy_names_are_refused(tmp_path, capsys):
     assert main(["run", str(scn_file), "--policies", "genie,genie", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'genie' is listed twice" in err[0], err
+
+
+def test_a_checkpoint_for_another_grid_is_refused_before_computing(tmp_path):
+    """The 1-D checkpoint of a ULA codebook of the same size is refused for a UPA scenario when the policy
+    is made, not after the first chunk of channels."""
+    upa = tiny_scenario(array={"num_rows": 2, "num_cols": 4}, codebook={"num_wide": 0})  # a [4, 8] grid of 32 beams
+    assert upa.selector.grid == (4, 8)
+    _, ep, _ = next(episodes(upa, upa.seed, 1))
+    measured = torch.zeros(ep.num_beams, dtype=torch.bool)
+    measured[ep.set_b] = True
+    sel = AttentionSelector(SelectorConfig(**TINY_SELECTOR, learned=True), make_codebooks(upa)[0].beams, measured)
+    ckpt = save_selector(sel, tmp_path / "flat.safetensors")  # grid None: 1-D keys
+    with pytest.raises(ValueError, match=r"grid = none \(1-D keys\), but this scenario has grid = \[4, 8\]"):
+        make_policies(upa, ["attention"], str(ckpt))

@@ -20,8 +20,8 @@ from .. import __version__
 from ..io import _non_finite, write_file_atomic
 from .selector import AttentionSelector, SelectorConfig
 
-__all__ = ["save_selector", "load_selector", "read_checkpoint_config", "checkpoint_selector_config", "file_sha256",
-           "stored_codebook", "CheckpointError", "EVAL_FIELDS"]
+__all__ = ["save_selector", "load_selector", "read_checkpoint_config", "checkpoint_selector_config", "check_grid",
+           "file_sha256", "stored_codebook", "CheckpointError", "EVAL_FIELDS"]
 
 _KEY = "beamattn_config"
 _CODEBOOK = ("codebook.real", "codebook.imag")  # the values [M, N], stored beside the weights
@@ -109,13 +109,7 @@ def load_selector(path: str | Path, beams: torch.Tensor, measured: torch.Tensor,
             raise CheckpointError(f"checkpoint {path}: made for {key} = {shown}, but this scenario has {here}")
     config = checkpoint_selector_config(meta, path, overrides)
     if grid is not _ANY_GRID:
-        want = SelectorConfig(grid=grid).grid  # normalised as the config does ((1, M) -> None)
-        if config.grid != want:
-            def show(g: tuple[int, int] | None) -> str:
-                return "none (1-D keys)" if g is None else f"{list(g)} (2-D keys)"
-
-            raise CheckpointError(f"checkpoint {path}: made for selector grid = {show(config.grid)}, but this "
-                                  f"scenario has grid = {show(want)}; retrain, or set [selector] grid to match")
+        check_grid(config, grid, path)
     selector = AttentionSelector(config, beams, measured)
     state = load_file(str(path))
     stored = stored_codebook(state, path)
@@ -159,6 +153,17 @@ def checkpoint_selector_config(meta: dict, path: str | Path, overrides: dict | N
         return SelectorConfig(**cfg)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: bad selector config ({e})") from None
+
+
+def check_grid(config: SelectorConfig, grid: tuple[int, int] | None, path: str | Path) -> None:
+    """Refuse a checkpoint config whose codebook ``grid`` is not the scenario's ``grid`` (``(M_v, M_h)`` or None)."""
+    want = SelectorConfig(grid=grid).grid  # normalised as the config does ((1, M) -> None)
+    if config.grid != want:
+        def show(g: tuple[int, int] | None) -> str:
+            return "none (1-D keys)" if g is None else f"{list(g)} (2-D keys)"
+
+        raise CheckpointError(f"checkpoint {path}: made for selector grid = {show(config.grid)}, but this "
+                              f"scenario has grid = {show(want)}; retrain, or set [selector] grid to match")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -51,7 +51,7 @@ class AttentionPolicy(Policy):
 
     def _read_checkpoint(self) -> None:
         """Read the checkpoint's config (no weights), refuse conflicting explicit fields, note overrides."""
-        from ..checkpoint import (EVAL_FIELDS, CheckpointError, checkpoint_selector_config, file_sha256,
+        from ..checkpoint import (EVAL_FIELDS, CheckpointError, check_grid, checkpoint_selector_config, file_sha256,
                                   read_checkpoint_config)
 
         path = self.checkpoint
@@ -68,6 +68,8 @@ class AttentionPolicy(Policy):
                                  "(remove the field from [selector], or retrain)")
         if conflicts:
             raise CheckpointError("\n".join(conflicts))
+        if self._grid_given:  # the scenario's codebook grid (a UPA's, or its explicit [selector] grid)
+            check_grid(stored, self.config.grid, path)
         for key in EVAL_FIELDS:
             if getattr(runs, key) != getattr(stored, key) and (key != "topk" or "topk" in (runs.mode, stored.mode)):
                 print(f"note: checkpoint {path}: [selector] field {key!r} = {getattr(runs, key)!r} from the scenario "
