@@ -60,7 +60,7 @@ class AttentionPolicy(Policy):
         stored = checkpoint_selector_config(meta, path)  # as trained
         runs = checkpoint_selector_config(meta, path, overrides)
         conflicts = []
-        for key in sorted(self.explicit - set(EVAL_FIELDS) - {"grid"}):  # grid: checked when loading, by shape
+        for key in sorted(self.explicit - set(EVAL_FIELDS) - {"grid"}):  # grid: by check_grid below
             mine, theirs = getattr(self.config, key, None), getattr(stored, key, None)
             if mine != theirs:
                 conflicts.append(f"checkpoint {path}: [selector] field {key!r} = {mine!r} in the scenario, but the "
