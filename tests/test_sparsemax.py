@@ -114,15 +114,22 @@ def test_large_scores_and_neg_inf(fn):
     assert torch.isfinite(xg.grad).all()
 
 
+@pytest.mark.parametrize("fn", [sparsemax, entmax15])
 @pytest.mark.parametrize("dim", [0, 1, 2, -1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_any_dim_and_dtype(dim, dtype):
+def test_any_dim_and_dtype(fn, dim, dtype):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(3, 4, 5, generator=g, dtype=dtype)
-    p = sparsemax(x, dim=dim)
+    p = fn(x, dim=dim)
     assert p.dtype == dtype
-    ref = sparsemax(x.movedim(dim, -1), dim=-1).movedim(-1, dim)
+    ref = fn(x.movedim(dim, -1), dim=-1).movedim(-1, dim)
     torch.testing.assert_close(p, ref)
+    # every slice along dim is its own distribution, whatever the other slices' offsets
+    offsets = 30.0 * torch.arange(x.numel() // x.shape[dim], dtype=dtype).reshape(x.movedim(dim, -1).shape[:-1])
+    shifted = (x.movedim(dim, -1) + offsets.unsqueeze(-1)).movedim(-1, dim)  # per-slice offsets 0, 30, 60, ...
+    # (tolerance: a few ulps of the largest shifted score, where the rounding of the shift happens)
+    tol = 16 * torch.finfo(dtype).eps * shifted.abs().max().item()
+    torch.testing.assert_close(fn(shifted, dim=dim), p, atol=tol, rtol=0)
 
 
 def test_permutation_equivariant():
