@@ -121,7 +121,8 @@ def test_active_count_sparsemax_support():
 
 @pytest.mark.parametrize("fn", [attention_entropy, coverage, active_count])
 def test_weights_validation(fn):
-    with pytest.raises(TypeError, match=r"'weights'.*floating"):
+    # every message starts with the function's name, then names the argument
+    with pytest.raises(TypeError, match=rf"^{fn.__name__}: argument 'weights'.*floating"):
         fn(torch.ones(3, 3, dtype=torch.int64))
     with pytest.raises(TypeError, match=r"'weights'.*torch.Tensor"):
         fn([[0.5, 0.5]])
@@ -137,11 +138,19 @@ def test_other_argument_validation():
         attention_entropy(w, base=1)
     with pytest.raises(ValueError, match=r"'dim' = 2.*out of range"):
         attention_entropy(w, dim=2)
-    with pytest.raises(ValueError, match=r"'threshold' = -0.1"):
+    with pytest.raises(ValueError, match=r"^active_count: argument 'threshold' = -0.1"):
         active_count(w, threshold=-0.1)
+    for bad in (True, "0.1", float("inf"), float("nan")):  # a bool is not a threshold, nor a string, nor inf/NaN
+        with pytest.raises(ValueError, match=r"^active_count: argument 'threshold'"):
+            active_count(w, threshold=bad)
+    assert active_count(w, threshold=0).tolist() == [4, 4] and active_count(w, threshold=0.25).tolist() == [0, 0]
+    with pytest.raises(ValueError, match=r"^active_count: argument 'dim' = 5"):
+        active_count(w, dim=5)
     with pytest.raises(ValueError, match=r"'weights'.*\[\.\.\., Lq, Lk\]"):
         coverage(torch.ones(4))
-    with pytest.raises(ValueError, match=r"'head_outputs'.*\[\.\.\., H, L, E\]"):
+    with pytest.raises(ValueError, match=r"^head_output_share: argument 'head_outputs'.*\[\.\.\., H, L, E\]"):
         head_output_share(torch.ones(3, 4))
-    with pytest.raises(TypeError, match=r"'head_outputs'.*floating"):
+    with pytest.raises(TypeError, match=r"^head_output_share: argument 'head_outputs'.*floating"):
         head_output_share(torch.ones(2, 3, 4, dtype=torch.int32))
+    with pytest.raises(TypeError, match=r"^head_output_share: argument 'head_outputs' must be a torch.Tensor"):
+        head_output_share([[[1.0]]])
