@@ -284,3 +284,50 @@ def test_learned_baselines_beat_random(tmp_path):
 @pytest.mark.slow
 def test_every_learned_baseline_beats_random_and_reproduces(tmp_path):
     _beats_random(tmp_path, list(LEARNED_MODELS), steps=150, drops=16, reproduce=True)
+
+
+# --------------------------------------------------------------------------- the scripts
+
+
+def test_learned_baselines_statistics_over_seeds_and_paired_over_drops():
+    import numpy as np
+
+    from script_loader import load_script
+
+    mod = load_script("learned_baselines")
+    rng = np.random.default_rng(0)
+    per_seed = [{n: {k: rng.normal(size=12) + (1.0 if n == "mlp" else 0.0) for k in mod.KPIS}
+                 for n in ("attention", "mlp")} for _ in range(3)]
+    s = mod._stats(per_seed, "mlp")
+    means = [p["mlp"]["loss_db"].mean() for p in per_seed]
+    assert s["loss_db"]["per_seed"] == pytest.approx(means)
+    assert s["loss_db"]["seed_std"] == pytest.approx(np.std(means, ddof=1))
+    assert s["loss_db"]["mean"] == pytest.approx(np.mean(means))
+    diff = np.mean([p["mlp"]["loss_db"] - p["attention"]["loss_db"] for p in per_seed], axis=0)
+    d = s["paired_loss_db_vs_attention"]
+    assert d["mean"] == pytest.approx(diff.mean()) and d["ci95"][0] < d["mean"] < d["ci95"][1]
+    assert mod._stats(per_seed, "attention")["paired_loss_db_vs_attention"]["mean"] == 0.0
+
+
+@pytest.mark.slow
+def test_learned_baselines_script_quick_run(tmp_path, capsys):
+    from script_loader import load_script
+
+    mod = load_script("learned_baselines")
+    assert mod.main([str(ROOT / "scenarios" / "vehicular-60.toml"), "--quick", "--out", str(tmp_path), "--seeds",
+                     "1,2", "--models", "mlp,score-classifier"]) == 0
+    out = json.loads((tmp_path / "learned_baselines.json").read_text())
+    assert out["train_seeds"] == [1, 2] and set(out["stats"]) >= {"attention", "mlp", "score-classifier", "random"}
+    assert out["parameters"]["score-classifier"] == out["parameters"]["attention"]
+    assert "| score-classifier | 2720 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_learned_quick(tmp_path):
+    from script_loader import load_script
+
+    out = tmp_path / "bench.json"
+    assert load_script("bench_learned").main(["--quick", "--out", str(out), "--repeats", "1"]) == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["attention"]["ratio_to_selector"] == 1.0
+    assert set(rows) == {"attention", *LEARNED_MODELS} - {"score-classifier-large"}
