@@ -10,7 +10,8 @@ drops, within 1 dB, Top-1 — the mean over training seeds and their spread (sta
 range of the per-seed means) — and the paired difference against the attention selector of the same
 seed (per drop, averaged over seeds, bootstrap 95% CI over drops). Parameter counts are listed.
 
-Checkpoints already in ``OUT/seed-S/`` (same seed and steps) are reused, so an interrupted run resumes.
+Checkpoints already in ``OUT/seed-S/`` (same seed and steps) are reused and an interrupted selector
+training is continued (``train_selector(resume=True)``), so an interrupted run resumes.
 
     python scripts/learned_baselines.py scenarios/vehicular-60.toml --out results/learned [--seeds 1,2,3]
         [--models mlp,lstm,...] [--steps N] [--quick] [--train-only] [--threads 1]
@@ -62,7 +63,7 @@ def train_seed(scn, out: Path, seed: int, models: list[str], steps: int) -> dict
     out.mkdir(parents=True, exist_ok=True)
     logs = {}
     if not _done(out / "train_log.json", seed, steps):
-        train_selector(scn, out, seed=seed, steps=steps, progress=True)
+        train_selector(scn, out, seed=seed, steps=steps, progress=True, resume=True)  # continues an interrupted one
     logs["attention"] = json.loads((out / "train_log.json").read_text())
     todo = [m for m in models if not _done(out / f"{m}_train_log.json", seed, steps)]
     if todo:
