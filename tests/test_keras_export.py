@@ -160,7 +160,8 @@ def test_cli_export(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     assert read_selector_file(out).num_beams == M
     # Bad input: exit code 2 and one line naming the problem.
-    assert main(["export", "--format", "keras", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+    assert main(["export", "--format", "keras", str(tmp_path / "missing.safetensors"), "--out",
+                 str(tmp_path / "other.safetensors")]) == 2  # (onto `out` it would be refused: it exists)
     err = capsys.readouterr().err.strip()
     assert err.startswith("beamattn export: error:") and "file not found" in err and len(err.splitlines()) == 1
     assert main(["export", "--format", "keras", str(ckpt), "--out", str(tmp_path / "x.h5")]) == 2
