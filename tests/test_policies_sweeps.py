@@ -321,3 +321,18 @@ def test_new_policies_make_valid_decisions_with_their_overhead(name):
     elif want is not None:
         assert bool((dec.measured == want).all())
     assert bool((dec.ranking[..., 0] == dec.index).all())
+
+
+def test_new_policies_stay_on_the_device_with_cpu_numbers():
+    # The simulated CUDA device of test_device.py: implicit host<->device mixing raises or is recorded.
+    from simdevice import SimulatedCuda
+    from wireless_fixtures import tiny_scenario
+
+    from beamattn.wireless.runner import run_scenario
+
+    scn = tiny_scenario(scenario={"drops": 2, "chunk_drops": 2})
+    ref = run_scenario(scn, None, policies=NEW_POLICIES, device="cpu", progress=False, figures=False)
+    with SimulatedCuda() as sim:
+        res = run_scenario(scn, None, policies=NEW_POLICIES, device="cuda:0", progress=False, figures=False)
+    assert not sim.implicit, sim.report()
+    assert res.summary == ref.summary
