@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beamattn.core import NORMALIZERS, AdditiveScore, BilinearScore, attend, dot_scores, entmax15, sparsemax
+from beamattn.core import NORMALIZERS, AdditiveScore, BilinearScore, CosineScore, attend, dot_scores, entmax15, sparsemax
 
 
 def qkv(*batch, lq=7, lk=9, d=8, dv=5, seed=0, dtype=torch.float32):
@@ -252,6 +252,56 @@ def test_bilinear_and_additive_scores():
     hq, hk = add.proj_q(q), add.proj_k(k6)
     e = torch.stack([torch.stack([add.w(torch.tanh(hq[b, i] + hk[b])).squeeze(-1) for i in range(7)]) for b in range(2)])
     torch.testing.assert_close(wa, sparsemax(e))
+
+
+def test_additive_and_cosine_score_modules_closed_forms():
+    # Bahdanau: e_ij = wᵀ tanh(W_q q_i + W_k k_j + b_k), with one bias (in the key projection) and none elsewhere.
+    torch.manual_seed(3)
+    add = AdditiveScore(8, 6, hidden=16)
+    assert add.proj_q.bias is None and add.proj_k.bias is not None and add.w.bias is None
+    assert sum(p.numel() for p in add.parameters()) == 8 * 16 + 6 * 16 + 16 + 16
+    q, k = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 9, 6, dtype=torch.float64)
+    add = add.double()
+    ref = torch.einsum("h,bijh->bij", add.w.weight[0],
+                       torch.tanh((q @ add.proj_q.weight.T).unsqueeze(-2)
+                                  + (k @ add.proj_k.weight.T + add.proj_k.bias).unsqueeze(-3)))  # [2, 7, 9]
+    torch.testing.assert_close(add(q, k), ref)
+    # Cosine with a learned scale: scale·cos(q, k), the scale stored as its log and clamped at max_scale.
+    cos = CosineScore(scale=4.0, max_scale=20.0).double()
+    assert isinstance(cos.log_scale, torch.nn.Parameter)
+    kk = torch.randn(2, 9, 8, dtype=torch.float64)
+    cq = F.normalize(q, dim=-1) @ F.normalize(kk, dim=-1).transpose(-2, -1)
+    torch.testing.assert_close(cos(q, kk), 4.0 * cq)
+    with torch.no_grad():
+        cos.log_scale.fill_(math.log(1000.0))
+    torch.testing.assert_close(cos(q, kk), 20.0 * cq)  # clamped
+    fixed = CosineScore(scale=2.0, learn_scale=False)
+    assert not list(fixed.parameters())
+    torch.testing.assert_close(fixed.double()(q, kk), 2.0 * cq)
+    with pytest.raises(ValueError, match="'scale' = 0"):
+        CosineScore(scale=0)
+
+
+def test_callable_score_is_multiplied_by_an_explicit_scale():
+    q, k, v = qkv(2, d=8)
+    raw = lambda a, b: a @ b.transpose(-2, -1)  # noqa: E731
+    for scale in (2.0, 0.5, 1.0):
+        _, w = attend(q, k, v, score=raw, scale=scale, return_weights=True)
+        torch.testing.assert_close(w, torch.softmax(scale * (q @ k.transpose(-2, -1)), -1))
+    _, w = attend(q, k, v, score=raw, return_weights=True)  # a callable's default scale is 1
+    torch.testing.assert_close(w, torch.softmax(q @ k.transpose(-2, -1), -1))
+
+
+def test_topk_dropout_is_identity_in_eval_and_unbiased_in_training():
+    q, k, v = qkv(lq=4, lk=16, seed=5)
+    torch.testing.assert_close(attend(q, k, v, topk=5, dropout_p=0.5, training=False), attend(q, k, v, topk=5))
+    expected = attend(q, k, v, topk=5)
+    torch.manual_seed(2)
+    n = 2000
+    outs = torch.stack([attend(q, k, v, topk=5, dropout_p=0.3, training=True) for _ in range(n)])
+    se = outs.std(0) / math.sqrt(n)
+    assert torch.all((outs.mean(0) - expected).abs() <= 5 * se + 1e-6)
+    assert (outs[0] - expected).abs().max() > 1e-3  # dropout did change outputs
 
 
 def test_sparsemax_normalizer_gives_exact_zeros_and_gradients():
