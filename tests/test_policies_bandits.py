@@ -81,3 +81,14 @@ def test_bandit_budget_and_arguments_are_checked():
         make_policy("thompson", gamma=0)
     with pytest.raises(ValueError, match=r"argument 'budget' = 0"):
         make_policy("ucb1", budget=0)
+
+
+@pytest.mark.parametrize("name", ["ucb1", "thompson", "ucb1-discounted", "thompson-discounted"])
+def test_bandit_on_a_two_beam_codebook_ranks_both_beams(name):
+    # A Top-K ranking of width min(4, M): a 2-beam codebook used to crash writing 2 ids into 4 slots.
+    book = dft_codebook(ULA(2), 1, dtype=torch.complex128)  # M = 2
+    h = _static(3, 200, 2)[..., :2].contiguous()
+    ep = build_episode(_sample(h), book, None, _cfg(set_b=1), 10.0, seed=1)
+    dec = make_policy(name).decide(ep)
+    assert dec.ranking.shape[-1] == 2
+    assert bool((dec.ranking.sort(-1).values == torch.arange(2)).all())  # both beams, each once

@@ -343,3 +343,20 @@ def test_policies_that_need_phases_name_the_scenario_field(name):
 def test_type1_runs_without_phases():
     _, ep, _ = next(episodes(tiny_scenario(measurement={"with_phase": False}), 0, 2))
     check_decision("type1", ep, make_policy("type1").decide(ep))
+
+
+def test_a_combination_shrunk_to_nothing_falls_back_to_the_strongest_beam():
+    # Every coefficient shrunk to 0 (all reports below the noise power): the beam is the strongest Set B
+    # beam alone, with weight 1, instead of weights summing to ~0.
+    h0 = _gauss(3, 8, 4)
+    ep = _exact_episode(h0, 2, 8)
+    dec = make_policy("mrt-reports").decide(ep)
+    from beamattn.wireless.policies.csi_codebooks import _combination
+
+    zero = torch.zeros(*dec.index.shape, ep.set_b.numel(), dtype=torch.complex128)
+    members = torch.ones_like(zero, dtype=torch.bool)
+    out = _combination(ep, zero, members, dec.index, dec.ranking)
+    torch.testing.assert_close(out.beams, ep.codebook.beams[dec.index].to(out.beams.dtype))
+    torch.testing.assert_close(out.weights.sum(-1), torch.ones(dec.index.shape))
+    assert bool((out.weights.gather(-1, dec.index.unsqueeze(-1)) == 1).all())
+    check_decision("mrt-reports", ep, out)

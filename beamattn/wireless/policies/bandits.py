@@ -59,7 +59,7 @@ class _Bandit(Policy):
         noise = self._noise(ep, t, m)  # [B, T, M] standard normals (Thompson) or None
         count = torch.zeros(b, m, dtype=torch.float64, device=dev)  # (discounted) measurements per beam
         total = torch.zeros(b, m, dtype=torch.float64, device=dev)  # (discounted) reward sums
-        picks = torch.empty(b, t, 4, dtype=torch.long, device=dev)
+        picks = torch.empty(b, t, min(4, m), dtype=torch.long, device=dev)  # Top-K ranking, K <= M
         for tau in range(t):
             mean = total / count.clamp_min(1e-12)
             score = self.scores(mean, count, count.sum(-1, keepdim=True), tau, None if noise is None else noise[:, tau])

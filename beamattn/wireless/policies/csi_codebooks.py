@@ -238,10 +238,17 @@ def _combination(ep: Episode, coef: Tensor, members: Tensor, index: Tensor, rank
     """Unit-norm ``Σ_b coef_b v_b`` over Set B: ``coef [B, D, J]`` complex (0 off ``members [B, D, J]``).
 
     ``weights`` are each beam's power share ``|coef_b|² / Σ |coef|²`` (exact for orthogonal beams),
-    ``index`` the strongest beam.
+    ``index`` the strongest beam. A decision whose coefficients are all (numerically) zero — every
+    report shrunk to 0 at a low measurement SNR — falls back to the strongest beam alone.
     """
-    w = _unit(coef @ _set_b_beams(ep))  # [B, D, N]
     power = (coef.abs() ** 2) * members  # [B, D, J]
+    dead = power.sum(-1, keepdim=True) <= 1e-20  # [B, D, 1] nothing left to combine
+    if bool(dead.any()):
+        lead = ep.set_b == index.unsqueeze(-1)  # [B, D, J] the strongest beam's position in Set B
+        coef = torch.where(dead, lead.to(coef.dtype), coef)
+        members = members | (dead & lead)
+        power = (coef.abs() ** 2) * members
+    w = _unit(coef @ _set_b_beams(ep))  # [B, D, N]
     share = power / power.sum(-1, keepdim=True).clamp_min(1e-30)  # [B, D, J]
     weights = torch.zeros(*share.shape[:2], ep.num_beams, dtype=share.dtype, device=share.device)  # [B, D, M]
     weights[..., ep.set_b] = share
