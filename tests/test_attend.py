@@ -336,6 +336,11 @@ def test_double_precision_path():
         ({"mask": torch.ones(7, 8, dtype=torch.bool)}, ValueError, r"'mask' has shape \(7, 8\)"),
         ({"score": "bilinear"}, ValueError, r"'score_weight'"),
         ({"topk": 2.5}, TypeError, r"'topk' = 2.5"),
+        # bias checked also without a mask (the mask's absence must not skip it)
+        ({"bias": torch.ones(7, 8)}, ValueError, r"'bias' has shape \(7, 8\)"),
+        ({"bias": torch.ones(7, 9, dtype=torch.int64)}, TypeError, r"'bias' has dtype torch.int64"),
+        ({"bias": [[0.0]]}, TypeError, r"'bias' must be a torch.Tensor"),
+        ({"chunk_size": 0, "topk": 2}, ValueError, r"'chunk_size' = 0"),
     ],
 )
 def test_bad_options(kwargs, exc, pattern):
@@ -352,6 +357,11 @@ def test_bad_tensors():
         attend(q, k.long(), v)
     with pytest.raises(ValueError, match="d=8 but k has 6"):
         attend(q, k[..., :6], v)
+    for name, args in (("q", (q.long(), k, v)), ("k", (q, k.long(), v)), ("v", (q, k, v.long()))):
+        with pytest.raises(TypeError, match=f"^attend: argument '{name}' has dtype torch.int64"):
+            attend(*args)
+    with pytest.raises(ValueError, match="^attend: argument 'v' has shape"):
+        attend(q, k, v[0, 0])
     with pytest.raises(ValueError, match="Lk=9 keys but v has 8"):
         attend(q, k, v[:, :8])
     with pytest.raises(ValueError, match="do not broadcast"):
