@@ -401,3 +401,35 @@ def test_wide_codebook_rejects_bad_arguments():
         wide_codebook(ULA(16, 0.6), 4, narrow)
     with pytest.raises(ValueError, match="directions"):
         wide_codebook(ULA(16), 4, user_codebook(narrow.beams, ULA(16)))
+
+
+# --------------------------------------------------------------------------- argument checks (mutation survivors)
+
+
+def test_beam_gain_of_single_vectors_and_type_checks():
+    g = torch.Generator().manual_seed(9)
+    h = torch.randn(8, dtype=torch.complex128, generator=g)  # [N]: one channel, no batch dims
+    w = torch.randn(8, dtype=torch.complex128, generator=g)
+    gain = beam_gain(h, w)
+    assert gain.shape == () and float(gain) == pytest.approx(abs(complex((h * w).sum())) ** 2, rel=1e-12)
+    for a, b in ((h.numpy(), w), (h, w.numpy())):  # either argument not a tensor
+        with pytest.raises(TypeError, match="^beam_gain: h, w have types"):
+            beam_gain(a, b)
+    with pytest.raises(ValueError, match="^beam_gain: h has shape \\(8,\\) and w \\(7,\\)"):
+        beam_gain(h, w[:7])
+
+
+def test_beam_pattern_of_a_1d_beam_keeps_double_precision_and_checks_n():
+    arr = ULA(8)
+    w = dft_codebook(arr, 1, dtype=torch.complex128).beams[3]  # [N] one beam
+    az = [0.1 * i - 1.0 for i in range(21)]  # a Python list of angles (rad)
+    ref = beam_pattern(w, arr, torch.tensor(az, dtype=torch.float64))  # [A]
+    assert ref.dtype == torch.float64 and ref.shape == (21,)
+    # lists are read at the beam's precision (float64), not float32
+    torch.testing.assert_close(beam_pattern(w, arr, az), ref, rtol=1e-13, atol=1e-13)
+    zen = [math.pi / 2 - 0.01 * i for i in range(21)]
+    torch.testing.assert_close(beam_pattern(w, arr, az, zen),
+                               beam_pattern(w, arr, torch.tensor(az, dtype=torch.float64),
+                                            torch.tensor(zen, dtype=torch.float64)), rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="^beam_pattern: w has shape \\(9,\\); expected \\[..., 8\\]"):
+        beam_pattern(torch.ones(9, dtype=torch.complex128), arr, az)
