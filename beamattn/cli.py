@@ -1,8 +1,9 @@
 """The ``beamattn`` command line.
 
 Subcommands: ``run`` (evaluate policies on a scenario), ``train`` (fit the
-attention selector), ``channels`` (export channels for other tools), ``export``
-(a trained selector for Keras/TensorFlow), ``demo`` (the attention-core demo).
+attention selector or a learned baseline), ``compare`` (paired differences of
+runs), ``channels`` (export channels for other tools), ``export`` (a trained
+selector for Keras/TensorFlow), ``demo`` (the attention-core demo).
 Errors in user input are printed as one line naming the field and the value,
 with exit code 2 — never a traceback. Output paths are checked before anything
 is computed, and results are written whole (see :mod:`beamattn.outdir`):
@@ -49,6 +50,13 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _policy_checkpoint(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (a policy name and its checkpoint), got {text!r}")
+    return name.strip(), path.strip()
+
+
 def _name_list(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
@@ -72,22 +80,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_seed, default=None, help="evaluation seed (default: the scenario's)")
     run.add_argument("--policies", type=_name_list, default=None, help="comma-separated policy names")
     run.add_argument("--checkpoint", default=None, help="trained selector (.safetensors) for policy 'attention'")
+    run.add_argument("--policy-checkpoint", type=_policy_checkpoint, action="append", default=[], metavar="NAME=PATH",
+                     help="checkpoint of a learned baseline (`beamattn train --model NAME`), e.g. mlp=DIR/mlp.safetensors;"
+                          " repeatable")
     run.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
     run.add_argument("--no-figures", action="store_true", help="skip the figures")
     run.add_argument("--force", action="store_true", help="replace an existing results folder (as a whole)")
 
-    train = sub.add_parser("train", help="train the attention selector on a scenario",
+    train = sub.add_parser("train", help="train the attention selector (or a learned baseline) on a scenario",
                            description="Maximise spectral efficiency at the time of use on training seeds "
-                                       "disjoint from the evaluation seeds; writes DIR/selector.safetensors.")
+                                       "disjoint from the evaluation seeds; writes DIR/selector.safetensors. "
+                                       "With --model NAME: a learned baseline on the same drops and budget, "
+                                       "written to DIR/NAME.safetensors.")
     train.add_argument("scenario", help="scenario TOML file")
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--seed", type=_seed, default=None, help="training seed (default: the scenario's)")
     train.add_argument("--steps", type=_pos_int, default=None, help="optimiser steps (default: the scenario's)")
     train.add_argument("--force", action="store_true",
                        help="replace an existing results folder, and discard an interrupted training's progress")
+    train.add_argument("--model", default="attention",
+                       help="what to train: attention (the selector, default) or a learned baseline: "
+                            "mlp, mlp-soft, mlp-large, lstm, lstm-large, score-classifier, score-classifier-hard, "
+                            "score-classifier-large")
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted training from its saved progress (same final checkpoint as "
                             "an uninterrupted run)")
+
+    comp = sub.add_parser("compare", help="paired differences of policies over the same drops (runs of one scenario)",
+                          description="Reads the metrics.json and steps.csv of `beamattn run` folders of one "
+                                      "scenario and evaluation seed (one per training seed of the learned policies) "
+                                      "and prints each policy's paired difference against --reference with its 95% "
+                                      "bootstrap CI over drops; writes DIR/compare.json and DIR/compare.png.")
+    comp.add_argument("runs", nargs="+", help="run folders written by `beamattn run`")
+    comp.add_argument("--reference", required=True, help="the policy every other one is compared with")
+    comp.add_argument("--metric", default="loss_db", choices=("loss_db", "snr_db", "se", "top1", "within_1db"),
+                      help="per-drop KPI to compare (default loss_db)")
+    comp.add_argument("--out", default=None, help="output folder for compare.json and compare.png (optional)")
+    comp.add_argument("--force", action="store_true", help="replace an existing output folder (as a whole)")
 
     chans = sub.add_parser("channels", help="export a scenario's channels, positions, times and beam gains (.npz)")
     chans.add_argument("scenario", help="scenario TOML file")
@@ -130,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated transmit SNRs ρ in dB, e.g. --snr-db=-5,0,5 "
                            "(default: the scenario's snr_db -10, -5, 0, +5)")
     link.add_argument("--checkpoint", default=None, help="trained selector (.safetensors) for policy 'attention'")
+    link.add_argument("--policy-checkpoint", type=_policy_checkpoint, action="append", default=[],
+                      metavar="NAME=PATH", help="checkpoint of a learned baseline, e.g. mlp=DIR/mlp.safetensors; "
+                                                "repeatable")
     link.add_argument("--seed", type=_seed, default=None, help="seed (default: the scenario's)")
     link.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
     link.add_argument("--bits-per-symbol", type=int, choices=(2, 4, 6), default=2, help="QAM order (default 2)")
@@ -169,12 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str, drops: int | None = None):
-    from .wireless.scenario import load_scenario
+def _load(path: str, drops: int | None = None, policy_checkpoints: list[tuple[str, str]] = ()):
+    """The scenario at ``path`` with the command line's ``--drops`` and ``--policy-checkpoint NAME=PATH``
+    applied, validated like the file's own values (range, memory, policy names)."""
+    from .wireless.limits import check_range
+    from .wireless.scenario import _check_policy_names, check_memory, load_scenario
 
     scn = load_scenario(path)
     if drops is not None:
+        check_range("--drops", "drops", drops)
         scn.drops = drops
+        check_memory(scn)  # the file's drops passed the check; the new number must too
+    names = [name for name, _ in policy_checkpoints]
+    _check_policy_names(names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"--policy-checkpoint: a policy is named twice in {names}; expected one checkpoint each")
+    for name, ckpt in policy_checkpoints:
+        if name in ("attention", "attention-untrained"):
+            raise ValueError(f"--policy-checkpoint: {name!r} takes its checkpoint from --checkpoint")
+        scn.policy_args[name] = {**scn.policy_args.get(name, {}), "checkpoint": ckpt}
     return scn
 
 
@@ -218,7 +263,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
     c = args.command
     force = getattr(args, "force", False)
     if c in ("run", "linklevel"):
-        check_out(args.out, kind="dir", force=force, inputs=[args.scenario, args.checkpoint])
+        check_out(args.out, kind="dir", force=force,
+                  inputs=[args.scenario, args.checkpoint, *(p for _, p in args.policy_checkpoint)])
+    elif c == "compare":
+        if args.out is not None:
+            check_out(args.out, kind="dir", force=force, inputs=args.runs)
     elif c == "train":
         check_out(args.out, kind="dir", force=force, inputs=[args.scenario])
     elif c == "channels":
@@ -255,13 +304,33 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "run":
         from .wireless.runner import run_scenario
 
-        run_scenario(_load(args.scenario, args.drops), args.out, policies=args.policies, seed=args.seed,
+        run_scenario(_load(args.scenario, args.drops, args.policy_checkpoint), args.out, policies=args.policies, seed=args.seed,
                      checkpoint=args.checkpoint, figures=not args.no_figures, device=device, force=args.force)
-    elif args.command == "train":
+    elif args.command == "train" and args.model == "attention":
         from .wireless.train import train_selector
 
         train_selector(_load(args.scenario), args.out, seed=args.seed, steps=args.steps, device=device,
                        force=args.force, resume=args.resume)
+    elif args.command == "train":
+        from .outdir import StagedDir
+        from .wireless.learned import LEARNED_MODELS
+        from .wireless.learned.train import train_learned
+
+        if args.model not in LEARNED_MODELS:
+            raise ValueError(f"train: argument '--model' = {args.model!r}; expected 'attention' or one of "
+                             f"{list(LEARNED_MODELS)}")
+        if args.resume:
+            raise ValueError(f"train: '--resume' continues a selector training; a learned baseline "
+                             f"({args.model!r}) trains in one go")
+        scn = _load(args.scenario)
+        with StagedDir(args.out, force=args.force, command="train") as stage:  # replaces --out when complete
+            log = train_learned(scn, stage, model=args.model, seed=args.seed, steps=args.steps, device=device)
+        print(f"wrote {Path(args.out) / (args.model + '.safetensors')} ({log.get('parameters', '?')} parameters); "
+              f"evaluate it with `beamattn run {args.scenario} --policy-checkpoint "
+              f"{args.model}={Path(args.out) / (args.model + '.safetensors')} --policies {args.model},...`",
+              file=sys.stderr)
+    elif args.command == "compare":
+        _compare(args)
     elif args.command == "experiment":
         from .experiments import EXPERIMENTS, run_all, run_experiment
 
@@ -287,7 +356,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         cfg = LinkConfig(num_subcarriers=args.subcarriers, bits_per_symbol=args.bits_per_symbol,
                          code_rate=args.code_rate, estimator=args.estimator)
-        run_linklevel(_load(args.scenario, args.drops), args.out, policies=args.policies,
+        run_linklevel(_load(args.scenario, args.drops, args.policy_checkpoint), args.out, policies=args.policies,
                       snr_db_list=parse_snr_list(args.snr_db), checkpoint=args.checkpoint, max_blocks=args.max_blocks,
                       target_block_errors=args.target_errors, seed=args.seed, config=cfg, device=device,
                       force=args.force)
@@ -308,6 +377,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {out}: Keras selector ({cfg['normalizer']}, {cfg['mode']}), M={f.num_beams} beams, "
               f"N={f.num_ant} antennas, Set B {len(f.set_b)} beams; codebook: {f.metadata['source']}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .io import write_json_atomic, write_text_atomic
+    from .outdir import StagedDir
+    from .wireless.compare import compare_runs, format_comparison, plot_comparison
+
+    result = compare_runs(args.runs, args.reference, metric=args.metric)
+    table = format_comparison(result)
+    print(f"{result['metric']} ({result['better']} is better), paired over "
+          f"{result['policies'][args.reference]['diff']['num_drops']} drops, {len(args.runs)} run(s):")
+    print(table)
+    if args.out is not None:
+        with StagedDir(args.out, force=args.force, command="compare") as stage:
+            write_json_atomic(stage / "compare.json", result)
+            write_text_atomic(stage / "compare.md", table + "\n")
+            plot_comparison(result, stage / "compare.png")
+        print(f"wrote {Path(args.out) / 'compare.json'}, compare.md and compare.png", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

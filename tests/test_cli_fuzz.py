@@ -65,6 +65,12 @@ def _fixture_files(root: Path) -> None:
     (root / "results").mkdir()  # beamattn results: replaceable with --force
     (root / "results" / ".beamattn").write_text("{}")
     (root / "results" / "metrics.json").write_text("{}")
+    (root / "run").mkdir()  # a `beamattn run` output for `compare`: two policies, two drops
+    (root / "run" / "metrics.json").write_text('{"scenario": {"name": "tiny"}, "seed": 0}')
+    (root / "run" / "steps.csv").write_text(
+        "drop,decision,time_s,policy,beam,snr_db,genie_db,mrt_db,loss_db,se,top1,within_1db,measured,active,entropy\n"
+        + "".join(f"{d},0,0.0,{p},1,{5 - v},5,6,{v},1.0,{int(v == 0)},1,{m},1,0\n"
+                  for d in (0, 1) for p, v, m in (("genie", 0, 0), ("exhaustive", 0.5 + d, 16))))
     (root / "foreign").mkdir()  # someone else's: never replaced
     (root / "foreign" / "notes.txt").write_text("mine")
 
@@ -99,7 +105,10 @@ GOOD = {"seed": st.sampled_from(["0", "1", "42", str(2**63 - 1)]), "drops": st.s
         "device": st.just("cpu"), "checkpoint": st.just("ckpt.safetensors"), "scenario": st.just("scn.toml"),
         "workers": st.sampled_from(["1", "2"]), "scheduler": st.just("tcp://127.0.0.1:1"),
         "subcarriers": st.sampled_from(["12", "72"]), "max_blocks": st.sampled_from(["1", "10"]),
-        "target_errors": st.sampled_from(["1", "5"]), "format": st.just("keras"), "out": st.just("new")}
+        "target_errors": st.sampled_from(["1", "5"]), "format": st.just("keras"), "out": st.just("new"),
+        "model": st.sampled_from(["attention", "mlp", "lstm", "nosuch"]),
+        "policy_checkpoint": st.sampled_from(["mlp=ckpt.safetensors", "mlp", "attention=ckpt.safetensors", "=x"]),
+        "reference": st.sampled_from(["genie", "exhaustive", "nosuch"])}
 
 
 def _value(action: argparse.Action):
@@ -123,7 +132,7 @@ PATHS = st.sampled_from(["scn.toml", "missing.toml", "folder", "binary.toml", "f
                          "sweep.toml", "file.txt/x", "results", "foreign", "new", "new/deep/out", "out.npz",
                          "out.safetensors", ".", "..", ""])
 VALUES = st.one_of(NUMBERS, FLOATS, WORDS, PATHS, st.text(max_size=6))
-POSITIONAL = {"scenario": PATHS, "checkpoint": PATHS, "sweep": PATHS,
+POSITIONAL = {"scenario": PATHS, "checkpoint": PATHS, "sweep": PATHS, "runs": PATHS,
               "name": st.one_of(st.sampled_from(["list", "all", "permutation-equivariance", "vit-landmarks",
                                                  "nosuch", ""]), st.text(max_size=4))}
 
@@ -134,7 +143,7 @@ def argvs(draw, cmd: str):
     for p in _positionals(cmd):
         if draw(st.integers(0, 19)) > 0:  # now and then missing: argparse's error
             good = {"scenario": "scn.toml", "checkpoint": "ckpt.safetensors", "sweep": "sweep.toml",
-                    "name": "permutation-equivariance"}[p]
+                    "name": "permutation-equivariance", "runs": "run"}[p]
             argv.append(good if draw(st.integers(0, 2)) > 0 else draw(POSITIONAL[p]))
     for a in draw(st.lists(st.sampled_from(_actions(cmd)), max_size=5)):
         opt = a.option_strings[-1]
@@ -195,11 +204,13 @@ def stubbed():  # class scope: torn down before the real runs below
     import beamattn.wireless.keras_export
     import beamattn.wireless.runner
     import beamattn.wireless.sweep
+    import beamattn.wireless.learned.train
     import beamattn.wireless.train
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(beamattn.wireless.runner, "run_scenario", _stub("run_scenario", None))
         mp.setattr(beamattn.wireless.train, "train_selector", _stub("train_selector", None))
+        mp.setattr(beamattn.wireless.learned.train, "train_learned", _stub("train_learned", {"parameters": 1}))
         mp.setattr(beamattn.linklevel.run, "run_linklevel", _stub("run_linklevel", None))
         mp.setattr(beamattn.wireless.export, "export_channels", _stub("export_channels", None))
         mp.setattr(beamattn.wireless.keras_export, "export_keras", _stub("export_keras", _fake_keras_export))
@@ -267,7 +278,8 @@ class TestStubbed:
 
 def test_parser_options_are_all_exercised():
     # The strategy draws from the parser itself: a new option is fuzzed without editing this file.
-    assert set(COMMANDS) == {"run", "train", "channels", "sweep", "linklevel", "export", "experiment", "demo"}
+    assert set(COMMANDS) == {"run", "train", "compare", "channels", "sweep", "linklevel", "export", "experiment",
+                             "demo"}
     assert ("--force", False) in _options("run") and ("--resume", False) in _options("train")
 
 

@@ -199,7 +199,8 @@ def _fit(scn: Scenario, cfg: LearnedConfig, train: DecisionPool, valid: Decision
     elapsed = time.time() - t0
     ckpt = save_learned(model, beams, out_dir / f"{cfg.kind}.safetensors",
                         extra={"scenario": scn.name, "train_seed": seed, "steps": steps, "valid": final})
-    result = {"checkpoint": str(ckpt), "model": cfg.kind, "config": cfg.to_dict(), "scenario": scn.name,
+    # The file name, relative to the output folder: out_dir may be a staging folder that is renamed when complete.
+    result = {"checkpoint": ckpt.name, "model": cfg.kind, "config": cfg.to_dict(), "scenario": scn.name,
               "seed": seed, "steps": steps, "parameters": count_parameters(model),
               "selector_parameters": selector_parameters(scn), "train_decisions": len(train),
               "valid_decisions": len(valid), "valid_best": final, "elapsed_s": elapsed, "log": log,
