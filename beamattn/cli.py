@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="checkpoint of a learned baseline (`beamattn train --model NAME`), e.g. mlp=DIR/mlp.safetensors;"
                           " repeatable")
     run.add_argument("--drops", type=_pos_int, default=None, help="number of drops (default: the scenario's)")
+    run.add_argument("--reference", default=None,
+                     help="policy that every other one is paired with over the same drops (loss difference and "
+                          "95%% CI in the table); default: exhaustive when it is evaluated")
     run.add_argument("--no-figures", action="store_true", help="skip the figures")
     run.add_argument("--force", action="store_true", help="replace an existing results folder (as a whole)")
 
@@ -304,8 +307,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "run":
         from .wireless.runner import run_scenario
 
-        run_scenario(_load(args.scenario, args.drops, args.policy_checkpoint), args.out, policies=args.policies, seed=args.seed,
-                     checkpoint=args.checkpoint, figures=not args.no_figures, device=device, force=args.force)
+        run_scenario(_load(args.scenario, args.drops, args.policy_checkpoint), args.out, policies=args.policies,
+                     seed=args.seed, checkpoint=args.checkpoint, figures=not args.no_figures, device=device,
+                     force=args.force, reference=args.reference)
     elif args.command == "train" and args.model == "attention":
         from .wireless.train import train_selector
 

@@ -124,3 +124,23 @@ def test_compare_on_a_real_run_matches_its_summary(tmp_path):
         expected = res.summary[name]["loss_db"]["mean"] - res.summary["exhaustive"]["loss_db"]["mean"]
         assert cmp["policies"][name]["diff"]["mean"] == pytest.approx(expected, abs=1e-3)  # steps.csv rounds to 1e-4
     assert cmp["policies"]["genie"]["diff"]["ci95"][1] <= 0  # the genie never loses to a sweep
+
+
+def test_run_table_pairs_every_policy_with_the_reference(tmp_path):
+    from beamattn.wireless.runner import run_scenario
+    from wireless_fixtures import tiny_scenario
+
+    scn = tiny_scenario()
+    res = run_scenario(scn, None, policies=["genie", "exhaustive", "best-of-set-b"], progress=False, figures=False)
+    for name in ("genie", "best-of-set-b"):
+        p = res.summary[name]["paired_vs_reference"]
+        assert p["reference"] == "exhaustive"  # the default reference when it is evaluated
+        expected = res.summary[name]["loss_db"]["mean"] - res.summary["exhaustive"]["loss_db"]["mean"]
+        assert p["loss_db"]["mean"] == pytest.approx(expected, abs=1e-9)
+        assert p["loss_db"]["ci95"][0] <= p["loss_db"]["mean"] <= p["loss_db"]["ci95"][1]
+    assert res.summary["exhaustive"]["paired_vs_reference"]["loss_db"]["mean"] == 0.0
+    other = run_scenario(scn, None, policies=["genie", "best-of-set-b"], progress=False, figures=False,
+                         reference="best-of-set-b")
+    assert other.summary["genie"]["paired_vs_reference"]["loss_db"]["ci95"][1] <= 0
+    with pytest.raises(ValueError, match="reference policy 'stale' is not evaluated"):
+        run_scenario(scn, None, policies=["genie"], progress=False, figures=False, reference="stale")

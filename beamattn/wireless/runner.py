@@ -27,6 +27,7 @@ from ..outdir import StagedDir, check_out
 from ..seeds import check_seed
 from .channels.base import check_channel
 from .codebooks import Codebook, dft_codebook, wide_codebook
+from .compare import paired_difference
 from .measurement import mix_seed, build_episode
 from .metrics import KPI_COLUMNS, SUMMARY_KEYS, DecisionMetrics, decision_metrics, summarize
 from .policies import Policy, make_policy
@@ -145,23 +146,45 @@ class RunResult:
     policies_config: dict = field(default_factory=dict)  # policy -> what it ran with (describe_policies)
 
 
-def _table(summary: dict, scn: Scenario) -> str:
+def _table(summary: dict, scn: Scenario, reference: str | None = None) -> str:
     head = "| policy | " + " | ".join(h for _, h, _ in KPI_COLUMNS) + " |"
-    lines = [head, "|---|" + "---:|" * len(KPI_COLUMNS)]
+    rule = "|---|" + "---:|" * len(KPI_COLUMNS)
+    if reference is not None:
+        head += f" paired Δ loss vs {reference} dB [95% CI] |"
+        rule += "---|"
+    lines = [head, rule]
     for name, s in summary.items():
         cells = []
         for key, _, fmt in KPI_COLUMNS:
             mean, (lo, hi) = s[key]["mean"], s[key]["ci95"]
             half = (hi - lo) / 2
             cells.append(fmt.format(mean) + ("" if half < 5e-4 else " ±" + fmt.format(half)))
+        if reference is not None:
+            d = s["paired_vs_reference"]["loss_db"]
+            cells.append("–" if name == reference else f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _reference(reference: str | None, names: list[str]) -> str | None:
+    """The policy every other one is paired with: ``reference`` (must be evaluated), or by default the
+    exhaustive sweep when it is evaluated (the field's standard baseline), else none."""
+    if reference is None:
+        return "exhaustive" if "exhaustive" in names else None
+    if reference not in names:
+        raise ValueError(f"run: reference policy {reference!r} is not evaluated; expected one of {names}")
+    return reference
+
+
 def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[str] | None = None,
                  seed: int | None = None, checkpoint: str | None = None, device: torch.device | str = "cpu",
-                 progress: bool = True, figures: bool = True, force: bool = False) -> RunResult:
+                 progress: bool = True, figures: bool = True, force: bool = False,
+                 reference: str | None = None) -> RunResult:
     """Evaluate policies on ``scn``; print the table; write metrics.json, steps.csv and figures/.
+
+    ``reference``: every policy's per-drop loss to genie is paired with this policy's over the same drops
+    (mean difference and 95% bootstrap CI, in the table and in each summary's ``paired_vs_reference``);
+    default: ``exhaustive`` when it is evaluated.
 
     Channels, measurements, policies (the selector included) and per-decision KPIs are computed on
     ``device``; each chunk's per-decision KPIs are copied to the CPU once per policy for the tables,
@@ -177,6 +200,7 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
     check_seed(seed)  # [0, 2^63): larger seeds would alias smaller ones
     names = list(policies or scn.policies)
     pols = make_policies(scn, names, checkpoint)
+    reference = _reference(reference, names)
     if checkpoint is not None and "attention" not in pols:
         raise ValueError("run: '--checkpoint' was given but policy 'attention' is not evaluated")
     t_start = time.time()
@@ -214,8 +238,14 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
     for name in names:
         pd = {k: np.concatenate(v) for k, v in per_drop[name].items()}
         summary[name] = summarize(pd, np.concatenate(losses[name]), seed=seed)
+    if reference is not None:
+        ref = np.concatenate(per_drop[reference]["loss_db"])
+        for name in names:  # paired over the same drops: common random numbers make the pairing exact
+            summary[name]["paired_vs_reference"] = {
+                "reference": reference,
+                "loss_db": paired_difference(np.concatenate(per_drop[name]["loss_db"]), ref, seed=seed)}
     elapsed = time.time() - t_start
-    table = _table(summary, scn)
+    table = _table(summary, scn, reference)
     print(f"\n{scn.name}: {scn.drops} drops, seed {seed}, transmit SNR {scn.snr_db} dB, "
           f"{scn.codebook.oversampling}x DFT codebook of {make_codebooks(scn)[0].num_beams} beams, "
           f"Set B {ep.set_b.numel()} beams, mean ± 95% CI half-width over drops ({elapsed:.1f} s)")
