@@ -59,3 +59,16 @@ def test_bootstrap_interval_is_centred_on_the_mean_and_reproducible():
     assert (mean - lo) / se == pytest.approx(1.96, abs=0.3) and (hi - mean) / se == pytest.approx(1.96, abs=0.3)
     assert bootstrap_ci(x, seed=3) == (mean, lo, hi)  # one seed fixes the interval
     assert bootstrap_ci(x, seed=4) != (mean, lo, hi)
+
+
+def test_bootstrap_small_samples_every_drop_and_float64():
+    # two drops already give an interval (one does not); every drop can be resampled, the first one too
+    mean, lo, hi = bootstrap_ci(np.array([0.0, 1.0]))
+    assert mean == 0.5 and lo < 0.5 < hi
+    x = np.zeros(10)
+    x[0] = 100.0  # an outlier in the first drop: resamples that include it lift the upper end
+    mean, lo, hi = bootstrap_ci(x)
+    assert mean == 10.0 and lo <= mean <= hi and hi >= 20.0
+    # float32 input is averaged in float64 (no float32 accumulation error)
+    x32 = np.random.default_rng(5).normal(0.1, 0.01, 4001).astype(np.float32)
+    assert bootstrap_ci(x32)[0] == float(x32.astype(np.float64).mean())
