@@ -200,23 +200,44 @@ def plot_comparison(result: dict, path: str | Path) -> Path:
     from ..io import save_figure_atomic
     from .plots import policy_style
 
-    names = [n for n in result["policies"] if n != result["reference"]]
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.6))
+    pol = result["policies"]
+    # Best first (by the direction of the metric), so the strongest opponents sit next to each other.
+    sign = COMPARE_METRICS[result["metric"]]
+    names = sorted((n for n in pol if n != result["reference"]), key=lambda n: -sign * pol[n]["diff"]["mean"])
+    # Far-off policies (random beams, 10+ dB away) would squash the close calls that matter: the axis covers
+    # the policies within 3x the median distance (at least 1 unit); the others are drawn at its edge, labelled.
+    dist = np.array([abs(pol[n]["diff"]["mean"]) for n in names]) if names else np.zeros(1)
+    cap = max(1.0, 3.0 * float(np.median(dist)))
+    near = [n for n in names if abs(pol[n]["diff"]["mean"]) <= cap] or names
+    lo_ax = min([0.0] + [pol[n]["diff"]["ci95"][0] for n in near])
+    hi_ax = max([0.0] + [pol[n]["diff"]["ci95"][1] for n in near])
+    pad = 0.08 * (hi_ax - lo_ax or 1.0)
+    lo_ax, hi_ax = lo_ax - pad, hi_ax + pad
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(names) + 1.6))
     for y, name in enumerate(reversed(names)):
-        p = result["policies"][name]
+        p = pol[name]
         d, style = p["diff"], policy_style(name)
         lo, hi = d["ci95"]
-        ax.errorbar(d["mean"], y, xerr=[[d["mean"] - lo], [hi - d["mean"]]], fmt=style["marker"],
-                    color=style["color"], capsize=4, markersize=6, linewidth=1.8)
-        if p["varies_with_seed"]:
-            ax.scatter([s["mean"] for s in p["per_seed"]], [y + 0.18] * p["num_seeds"], s=10,
-                       color=style["color"], alpha=0.6, zorder=3)
+        if lo_ax <= d["mean"] <= hi_ax:
+            ax.errorbar(d["mean"], y, xerr=[[d["mean"] - lo], [hi - d["mean"]]], fmt=style["marker"],
+                        color=style["color"], capsize=4, markersize=6, linewidth=1.8)
+            if p["varies_with_seed"]:
+                ax.scatter([s["mean"] for s in p["per_seed"]], [y + 0.18] * p["num_seeds"], s=10,
+                           color=style["color"], alpha=0.6, zorder=3)
+        else:  # off the axis: an arrow at the edge with the value
+            right = d["mean"] > hi_ax
+            x = hi_ax if right else lo_ax
+            ax.plot(x, y, marker=">" if right else "<", color=style["color"], markersize=8, clip_on=False)
+            ax.annotate(f"{d['mean']:+.1f} [{lo:+.1f}, {hi:+.1f}]", (x, y), xytext=(-6 if right else 6, 6),
+                        textcoords="offset points", ha="right" if right else "left", fontsize=7,
+                        color=style["color"])
+    ax.set_xlim(lo_ax, hi_ax)
     ax.axvline(0, color="0.3", linewidth=1, linestyle="--")
     ax.set_yticks(range(len(names)), list(reversed(names)))
     better = "higher" if COMPARE_METRICS[result["metric"]] > 0 else "lower"
     ax.set_xlabel(f"paired difference in {result['metric']} vs {result['reference']} "
                   f"({better} is better; {round(100 * result['level'])}% bootstrap CI over drops)")
-    nseeds = max(p["num_seeds"] for p in result["policies"].values())
+    nseeds = max(p["num_seeds"] for p in pol.values())
     ax.set_title(f"{len(names)} policies vs {result['reference']}" +
                  (f"; dots: each of {nseeds} training seeds" if nseeds > 1 else ""), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
