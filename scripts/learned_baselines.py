@@ -55,7 +55,8 @@ def _done(log: Path, seed: int, steps: int) -> bool:
         d = json.loads(log.read_text())
     except json.JSONDecodeError:
         return False
-    return d.get("seed") == seed and d.get("steps") == steps and Path(d.get("checkpoint", "")).is_file()
+    ckpt = log.parent / Path(d.get("checkpoint", "")).name  # the checkpoint beside its log
+    return d.get("seed") == seed and d.get("steps") == steps and ckpt.is_file()
 
 
 def train_seed(scn, out: Path, seed: int, models: list[str], steps: int) -> dict:

@@ -261,7 +261,7 @@ def test_unknown_model_name_is_one_line_with_a_hint(tmp_path):
 def _beats_random(tmp_path: Path, names: list[str], steps: int, drops: int, reproduce: bool) -> None:
     scn = tiny_scenario(scenario={"drops": 4}, training={"drops": drops, "steps": steps, "batch": 128, "lr": 0.01})
     logs = train_learned_models(scn, tmp_path, models=names, seed=5, progress=False)
-    args = {n: {"checkpoint": logs[n]["checkpoint"]} for n in names}
+    args = {n: {"checkpoint": str(tmp_path / logs[n]["checkpoint"])} for n in names}  # a name in the folder
     res = run_scenario(dataclasses.replace(scn, policy_args=args), None, policies=["random", *names],
                        progress=False, figures=False)
     rand = res.summary["random"]["loss_db"]["mean"]
