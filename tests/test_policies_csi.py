@@ -360,3 +360,16 @@ def test_a_combination_shrunk_to_nothing_falls_back_to_the_strongest_beam():
     torch.testing.assert_close(out.weights.sum(-1), torch.ones(dec.index.shape))
     assert bool((out.weights.gather(-1, dec.index.unsqueeze(-1)) == 1).all())
     check_decision("mrt-reports", ep, out)
+
+
+def test_run_records_the_report_size_of_csi_policies():
+    from beamattn.wireless.runner import run_scenario
+
+    res = run_scenario(tiny_scenario(), None, policies=["genie", "type1", "type2-l2-qpsk", "mrt-reports"],
+                       progress=False, figures=False)
+    _, ep, _ = next(episodes(tiny_scenario(), 0, 2))
+    assert res.summary["type1"]["report"]["bits"] == make_policy("type1").report_bits(ep) == 4  # 16 beams
+    assert res.summary["type2-l2-qpsk"]["report"] == {"bits": make_policy("type2-l2-qpsk").report_bits(ep),
+                                                      "complex_values": 1}
+    assert res.summary["mrt-reports"]["report"] == {"bits": None, "complex_values": ep.set_b.numel()}
+    assert "report" not in res.summary["genie"]

@@ -238,6 +238,11 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
     for name in names:
         pd = {k: np.concatenate(v) for k, v in per_drop[name].items()}
         summary[name] = summarize(pd, np.concatenate(losses[name]), seed=seed)
+    for name, pol in pols.items():  # the size of a CSI report, for policies that send one (NR Type I/II, ...)
+        if callable(getattr(pol, "report_bits", None)):
+            values = getattr(pol, "report_values", None)
+            summary[name]["report"] = {"bits": pol.report_bits(ep),  # None: unquantised coefficients
+                                       "complex_values": values(ep) if callable(values) else None}
     if reference is not None:
         ref = np.concatenate(per_drop[reference]["loss_db"])
         for name in names:  # paired over the same drops: common random numbers make the pairing exact

@@ -307,7 +307,7 @@ def run_task(doc: dict, seed: int, policies: list[str], source: str = "<sweep>",
     out = {}
     for pol, kpis in res.summary.items():
         out[pol] = {k: (float(v["mean"]) if isinstance(v, dict) else float(v)) for k, v in kpis.items()
-                    if k != "paired_vs_reference"}  # KPIs only: a sweep pairs cells in its own summary
+                    if k not in ("paired_vs_reference", "report")}  # KPIs only: a sweep pairs cells itself
     return out
 
 
