@@ -58,8 +58,9 @@ def save_selector(selector: AttentionSelector, path: str | Path, extra: dict | N
     return write_file_atomic(path, lambda tmp: save_file(state, tmp, metadata={_KEY: text}))
 
 
-def read_checkpoint_config(path: str | Path) -> dict:
-    """The config stored in a checkpoint (raises :class:`CheckpointError` for missing/corrupt files)."""
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (:class:`CheckpointError` naming the file when it is
+    missing or not a readable safetensors file)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -67,9 +68,15 @@ def read_checkpoint_config(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {path}: file not found")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
         raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({e})") from None
+
+
+def read_checkpoint_config(path: str | Path) -> dict:
+    """The config stored in a checkpoint (raises :class:`CheckpointError` for missing/corrupt files)."""
+    path = Path(path)
+    meta = read_metadata(path)
     if _KEY not in meta:
         raise CheckpointError(f"checkpoint {path}: no '{_KEY}' metadata; expected a file written by "
                               "`beamattn train`")

@@ -21,7 +21,7 @@ import torch
 
 from ... import __version__
 from ...io import write_file_atomic
-from ..checkpoint import CheckpointError, stored_codebook
+from ..checkpoint import CheckpointError, read_metadata, stored_codebook
 from .models import LearnedConfig, LearnedModel, build_model, count_parameters
 
 __all__ = ["save_learned", "load_learned", "read_learned_config", "codebook_sha256", "CheckpointError"]
@@ -60,16 +60,8 @@ def save_learned(model: LearnedModel, beams: torch.Tensor, path: str | Path, ext
 
 def read_learned_config(path: str | Path) -> dict:
     """The metadata of a learned-baseline checkpoint (raises :class:`CheckpointError` naming the file)."""
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: file not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
-        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({e})") from None
+    meta = read_metadata(path)
     if _KEY not in meta:
         what = ("an attention-selector checkpoint (use policy 'attention')" if _SELECTOR_KEY in meta
                 else f"no '{_KEY}' metadata")
