@@ -58,9 +58,11 @@ def _policy_checkpoint(text: str) -> tuple[str, str]:
 
 
 def _name_list(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
+    names = [t.strip() for t in text.split(",")]
+    if not any(names):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of names, got {text!r}")
+    if not all(names):  # 'genie,,mrt' or 'genie,': a name left out by mistake, as for --snr-db
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of names without empty items, got {text!r}")
     return names
 
 

@@ -107,3 +107,12 @@ def test_policy_checkpoint_needs_name_and_path(scn, capsys):
         main(["run", scn, "--policy-checkpoint", "mlp", "--out", "x"])
     assert e.value.code == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["genie,", "genie,,exhaustive", ",genie"])
+def test_a_policy_list_with_an_empty_item_is_refused(scn, capsys, value):
+    # Like --snr-db=0,,5: an empty item is a name left out by mistake, not something to drop silently.
+    with pytest.raises(SystemExit) as e:
+        main(["run", scn, "--policies", value, "--out", "x"])
+    assert e.value.code == 2
+    assert "without empty items" in capsys.readouterr().err
