@@ -80,12 +80,18 @@ def read_checkpoint_config(path: str | Path) -> dict:
     if _KEY not in meta:
         raise CheckpointError(f"checkpoint {path}: no '{_KEY}' metadata; expected a file written by "
                               "`beamattn train`")
+    return config_from_metadata(path, meta, _KEY, "selector")
+
+
+def config_from_metadata(path: str | Path, meta: dict[str, str], key: str, table: str) -> dict:
+    """The JSON object stored under metadata ``key``, which must hold a ``table`` object
+    (:class:`CheckpointError` naming the file otherwise)."""
     try:
-        config = json.loads(meta[_KEY])
+        config = json.loads(meta[key])
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"checkpoint {path}: corrupt '{_KEY}' metadata ({e})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("selector"), dict):
-        raise CheckpointError(f"checkpoint {path}: '{_KEY}' metadata must be an object with a 'selector' table, got "
+        raise CheckpointError(f"checkpoint {path}: corrupt '{key}' metadata ({e})") from None
+    if not isinstance(config, dict) or not isinstance(config.get(table), dict):
+        raise CheckpointError(f"checkpoint {path}: '{key}' metadata must be an object with a '{table}' table, got "
                               f"{str(config)[:60]!r}")
     return config
 

@@ -330,6 +330,18 @@ def _log(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def validation_panel(ax, log: dict) -> None:
+    """Validation loss to genie (left axis) and within-1-dB accuracy (right axis) against the step: the
+    right panel of every training curve (selector and learned baselines)."""
+    ax.plot(log["step"], log["valid_loss_db"], color="C3")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss to genie (dB)", color="C3")
+    twin = ax.twinx()
+    twin.plot(log["step"], log["valid_within_1db"], color="C2")
+    twin.set_ylabel("validation within 1 dB", color="C2")
+    ax.grid(True, alpha=0.3)
+
+
 def _curve(log: dict, scn: Scenario, path: Path) -> None:
     import matplotlib
 
@@ -343,13 +355,7 @@ def _curve(log: dict, scn: Scenario, path: Path) -> None:
     a.set_ylabel("spectral efficiency at use (b/s/Hz)")
     a.legend()
     a.grid(True, alpha=0.3)
-    b.plot(log["step"], log["valid_loss_db"], color="C3")
-    b.set_xlabel("step")
-    b.set_ylabel("validation loss to genie (dB)", color="C3")
-    b2 = b.twinx()
-    b2.plot(log["step"], log["valid_within_1db"], color="C2")
-    b2.set_ylabel("validation within 1 dB", color="C2")
-    b.grid(True, alpha=0.3)
+    validation_panel(b, log)
     fig.suptitle(f"Training the attention selector on {scn.name}")
     save_figure_atomic(fig, path)
     plt.close(fig)

@@ -21,7 +21,7 @@ import torch
 
 from ... import __version__
 from ...io import write_file_atomic
-from ..checkpoint import CheckpointError, read_metadata, stored_codebook
+from ..checkpoint import CheckpointError, config_from_metadata, read_metadata, stored_codebook
 from .models import LearnedConfig, LearnedModel, build_model, count_parameters
 
 __all__ = ["save_learned", "load_learned", "read_learned_config", "codebook_sha256", "CheckpointError"]
@@ -67,14 +67,7 @@ def read_learned_config(path: str | Path) -> dict:
                 else f"no '{_KEY}' metadata")
         raise CheckpointError(f"checkpoint {path}: {what}; expected a learned-baseline file written by "
                               "`beamattn train --model NAME`")
-    try:
-        config = json.loads(meta[_KEY])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"checkpoint {path}: corrupt '{_KEY}' metadata ({e})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise CheckpointError(f"checkpoint {path}: '{_KEY}' metadata must be an object with a 'model' table, got "
-                              f"{str(config)[:60]!r}")
-    return config
+    return config_from_metadata(path, meta, _KEY, "model")
 
 
 def load_learned(path: str | Path, beams: torch.Tensor, measured: torch.Tensor, kind: str | None = None

@@ -33,7 +33,7 @@ from ..measurement import set_b_indices
 from ..runner import TRAIN_STREAM, VALID_STREAM, make_codebooks
 from ..scenario import Scenario
 from ..selector import SelectorConfig
-from ..train import DecisionPool, collect_pool
+from ..train import DecisionPool, collect_pool, validation_panel
 from .checkpoint import save_learned
 from .models import (LARGE_FACTOR, LEARNED_MODELS, MODEL_SPECS, LearnedConfig, LearnedModel, build_model,
                      count_parameters, matched_hidden, parameter_count)
@@ -233,13 +233,7 @@ def _curve(log: dict, scn: Scenario, name: str, path: Path) -> None:
     a2.set_ylabel("validation SE at use (b/s/Hz)", color="C1")
     a.legend(loc="upper right")
     a.grid(True, alpha=0.3)
-    b.plot(log["step"], log["valid_loss_db"], color="C3")
-    b.set_xlabel("step")
-    b.set_ylabel("validation loss to genie (dB)", color="C3")
-    b2 = b.twinx()
-    b2.plot(log["step"], log["valid_within_1db"], color="C2")
-    b2.set_ylabel("validation within 1 dB", color="C2")
-    b.grid(True, alpha=0.3)
+    validation_panel(b, log)
     fig.suptitle(f"Training learned baseline {name!r} on {scn.name}")
     save_figure_atomic(fig, path)
     plt.close(fig)
