@@ -97,11 +97,12 @@ def test_compare_training_seeds_average_per_drop(tmp_path):
     assert plot.stat().st_size > 5000
 
 
-@pytest.mark.parametrize("bad", ["seed", "scenario", "missing-policy", "reference", "metric", "no-files"])
+@pytest.mark.parametrize("bad", ["seed", "scenario", "drops", "reference", "metric", "no-files"])
 def test_compare_refuses_runs_that_do_not_share_drops(tmp_path, bad):
     a = _write_run(tmp_path / "a", {"genie": np.zeros(5), "exhaustive": np.ones(5)})
     kwargs = {"seed": 1} if bad == "seed" else {"scenario": {"name": "other"}} if bad == "scenario" else {}
-    policies = {"genie": np.zeros(5)} if bad == "missing-policy" else {"genie": np.zeros(5), "exhaustive": np.ones(5)}
+    n = 6 if bad == "drops" else 5
+    policies = {"genie": np.zeros(n), "exhaustive": np.ones(n)}
     b = _write_run(tmp_path / "b", policies, **kwargs)
     if bad == "no-files":
         (b / "steps.csv").unlink()
@@ -110,6 +111,32 @@ def test_compare_refuses_runs_that_do_not_share_drops(tmp_path, bad):
         compare_runs([a, b], ref, metric=metric)
     msg = str(err.value)
     assert msg.startswith("compare:") and "\n" not in msg
+
+
+def test_compare_merges_runs_of_different_policies_over_the_same_drops(tmp_path):
+    """Baselines in one run, each training seed of a learned policy in its own: paired drop by drop."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0, 3, 30)
+    learned = [base - 0.4 + 0.05 * rng.normal(size=30) for _ in range(3)]
+    runs = [_write_run(tmp_path / "baselines", {"genie": np.zeros(30), "exhaustive": base})]
+    runs += [_write_run(tmp_path / f"seed{i}", {"genie": np.zeros(30), "mlp": v}) for i, v in enumerate(learned)]
+    res = compare_runs(runs, "exhaustive")
+    mlp = res["policies"]["mlp"]
+    assert mlp["num_seeds"] == 3 and mlp["runs"] == [1, 2, 3] and mlp["varies_with_seed"]
+    expected = np.mean(learned, 0) - base  # the seed-averaged per-drop values against the one reference run
+    assert mlp["diff"]["mean"] == pytest.approx(expected.mean(), abs=1e-5)
+    for s, v in zip(mlp["per_seed"], learned):
+        assert s["mean"] == pytest.approx((v - base).mean(), abs=1e-5)
+    assert res["policies"]["exhaustive"]["num_seeds"] == 1 and res["policies"]["genie"]["num_seeds"] == 4
+    assert not res["policies"]["genie"]["varies_with_seed"]
+    table = format_comparison(res)
+    assert "| mlp |" in table and "better" in table.split("| mlp |")[1].split("\n")[0]
+    # A run's own reference is used where it has one: a second exhaustive run shifted by a constant c
+    # shifts that run's per-seed differences by -c, and the seed-averaged reference by c / 2.
+    shifted = _write_run(tmp_path / "shifted", {"exhaustive": base + 1.0, "mlp": learned[0]})
+    res2 = compare_runs([runs[0], shifted], "exhaustive")
+    assert res2["policies"]["mlp"]["per_seed"][0]["mean"] == pytest.approx((learned[0] - base - 1.0).mean(), abs=1e-5)
+    assert res2["policies"]["mlp"]["diff"]["mean"] == pytest.approx((learned[0] - base - 0.5).mean(), abs=1e-5)
 
 
 def test_compare_on_a_real_run_matches_its_summary(tmp_path):

@@ -15,7 +15,11 @@ drops, and the spread (min, max, standard deviation) of the per-seed means
 over training seeds. Policies that do not depend on training (the genie, the
 sweeps) give the same numbers in every run; the runs themselves are refused
 when their scenario or evaluation seed differ, since they cannot then share
-drops.
+drops. Runs may also evaluate *different* policies over the same drops (the
+baselines in one run, each training seed of a learned policy in its own): a
+policy is then averaged over the runs that have it, and paired with the
+reference of the same run where that run has it (else with the reference's
+average over the runs that have it).
 
 Inputs are the runs' ``steps.csv`` (per decision) and ``metrics.json``
 (scenario and seed, to check the runs are comparable).
@@ -118,14 +122,14 @@ def compare_runs(folders: list[str | Path], reference: str, *, metric: str = "lo
                  seed: int = 0, tolerance: float = 1e-4) -> dict:
     """Paired differences of every policy against ``reference`` over the drops of one or more runs.
 
-    Several runs are training seeds of the same evaluation: a policy whose per-drop numbers differ
-    between runs is a trained one (its seeds are averaged per drop); one that does not is checked to
-    agree within ``tolerance`` (steps.csv rounds to 1e-4).
+    Several runs are training seeds of the same evaluation, or runs of other policies over the same
+    drops: a policy is averaged per drop over the runs that have it; one whose per-drop numbers differ
+    between those runs (beyond ``tolerance``: steps.csv rounds to 1e-4) is a trained one.
 
     Returns ``{"metric", "better", "reference", "runs", "level", "policies": {name: {...}}}`` where each
     entry has ``mean`` (the metric, seed-averaged), ``diff`` (paired difference of the seed-averaged
     per-drop values, with CI), ``per_seed`` (one paired difference per run), ``seed_spread``
-    (min/max/std of the per-run means) and ``num_seeds``.
+    (min/max/std of the per-run means), ``num_seeds`` and ``runs`` (the indices of the runs that have it).
     """
     if metric not in COMPARE_METRICS:
         raise ValueError(f"compare: metric {metric!r}; expected one of {sorted(COMPARE_METRICS)}")
@@ -135,30 +139,30 @@ def compare_runs(folders: list[str | Path], reference: str, *, metric: str = "lo
         raise ValueError("compare: expected at least one run folder")
     runs = [read_run(f) for f in folders]
     _same_drops(runs)
-    for r in runs:
-        if reference not in r.values:
-            raise ValueError(f"compare: reference policy {reference!r} is not in {str(r.path)!r} "
-                             f"(it has {sorted(r.values)})")
-    names = [n for n in runs[0].values if all(n in r.values for r in runs)]
-    partial = sorted({n for r in runs for n in r.values} - set(names))
-    if partial:
-        raise ValueError(f"compare: policies {partial} are not in every run; expected the same policies in each")
-    sizes = {r.values[reference][metric].size for r in runs}
+    with_ref = [i for i, r in enumerate(runs) if reference in r.values]
+    if not with_ref:
+        have = sorted({n for r in runs for n in r.values})
+        raise ValueError(f"compare: reference policy {reference!r} is in none of the runs (they have {have})")
+    sizes = {v[metric].size for r in runs for v in r.values.values()}
     if len(sizes) != 1:
-        raise ValueError(f"compare: the runs have different numbers of drops {sorted(sizes)}")
+        raise ValueError(f"compare: the runs have different numbers of drops {sorted(sizes)}; "
+                         "expected runs of one scenario with the same drops")
     out = {"metric": metric, "better": "higher" if COMPARE_METRICS[metric] > 0 else "lower",
            "reference": reference, "runs": [str(r.path) for r in runs], "level": level, "policies": {}}
-    ref_runs = np.stack([r.values[reference][metric] for r in runs])  # [R, drops]
-    ref = ref_runs.mean(0)
+    ref_of = {i: runs[i].values[reference][metric] for i in with_ref}  # run -> [drops]
+    ref = np.stack(list(ref_of.values())).mean(0)  # [drops], averaged over the runs that have it
+    names = list(dict.fromkeys(n for r in runs for n in r.values))  # first-seen order
     for name in names:
-        vals = np.stack([r.values[name][metric] for r in runs])  # [R, drops]
-        per_seed = [paired_difference(vals[i], ref_runs[i], level=level, seed=seed) for i in range(len(runs))]
+        have = [i for i, r in enumerate(runs) if name in r.values]
+        vals = np.stack([runs[i].values[name][metric] for i in have])  # [R_name, drops]
+        # A run's own reference where it has one: the pairing then also removes what the runs do not share.
+        per_seed = [paired_difference(v, ref_of.get(i, ref), level=level, seed=seed) for i, v in zip(have, vals)]
         means = vals.mean(1)
         out["policies"][name] = {
             "mean": float(vals.mean()), "diff": paired_difference(vals.mean(0), ref, level=level, seed=seed),
-            "per_seed": per_seed, "num_seeds": len(runs),
+            "per_seed": per_seed, "num_seeds": len(have), "runs": have,
             "seed_spread": {"min": float(means.min()), "max": float(means.max()),
-                            "std": float(means.std(ddof=1)) if len(runs) > 1 else 0.0},
+                            "std": float(means.std(ddof=1)) if len(have) > 1 else 0.0},
             "varies_with_seed": bool(np.abs(vals - vals[0]).max() > tolerance),
         }
     return out
