@@ -47,6 +47,18 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "policies": (["beamattn/wireless/policies/*"], ["tests/test_policies.py", "tests/test_policies_sweeps.py"]),
     "linklevel-chain": (["beamattn/linklevel/chain.py"], ["tests/test_linklevel.py", "tests/test_estimation.py"]),
 }
+
+
+def group_tests(group: str) -> list[str]:
+    """The test files of ``group``: those listed in GROUPS plus ``tests/test_mutants_<group>.py`` (with ``_`` for
+    ``-``) when it exists, the tests written to kill this group's surviving mutants."""
+    tests = list(GROUPS[group][1])
+    extra = f"tests/test_mutants_{group.replace('-', '_')}.py"
+    if (ROOT / extra).exists() and extra not in tests:
+        tests.append(extra)
+    return tests
+
+
 # Error-message text (see the module docstring): a line that is only a (f-)string, or that raises.
 DO_NOT_MUTATE = [r"^\s*raise\s", r"^\s*f?\"[^\"]*\"[\s),]*(from None)?[\s),]*$", r"^\s*f?'[^']*'[\s),]*$"]
 COPY = ["beamattn", "tests", "scripts", "scenarios", "README.md"]
@@ -72,7 +84,7 @@ def _mutmut_section(modules: list[str], tests: list[str]) -> str:
 
 def prepare(group: str, workdir: Path) -> Path:
     """A fresh copy of the project for ``group`` with its mutmut configuration."""
-    modules, tests = GROUPS[group]
+    modules, tests = GROUPS[group][0], group_tests(group)
     d = workdir / group
     if d.exists():
         shutil.rmtree(d)
@@ -87,6 +99,7 @@ def prepare(group: str, workdir: Path) -> Path:
     if keras_fixtures.exists():
         shutil.copytree(keras_fixtures, d / "tests" / "keras" / "fixtures")
     (d / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + _mutmut_section(modules, tests))
+    (d / "tests.json").write_text(json.dumps(tests) + "\n")  # what this run used, for collect()
     return d
 
 
@@ -151,7 +164,8 @@ def collect(group: str, workdir: Path) -> dict | None:
             "surviving": survived, "without_tests": no_tests, "timed_out": timeouts,
         }
     elapsed, sample = d / "elapsed_s", d / "sample"
-    return {"tests": GROUPS[group][1], "elapsed_s": int(elapsed.read_text()) if elapsed.exists() else None,
+    tests = json.loads((d / "tests.json").read_text()) if (d / "tests.json").exists() else GROUPS[group][1]
+    return {"tests": tests, "elapsed_s": int(elapsed.read_text()) if elapsed.exists() else None,
             "sample_every": int(sample.read_text()) if sample.exists() else 1, "modules": modules}
 
 
