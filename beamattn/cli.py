@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", default="results/experiments", help="output folder (default: results/experiments)")
     exp.add_argument("--seed", type=_seed, default=0, help="seed (default: 0)")
     exp.add_argument("--small", action="store_true", help="the small, fast version (as in the tests)")
+    exp.add_argument("--seeds", type=_pos_int, default=None,
+                     help="replicates per experiment, seeds SEED + r*1000003 (default: 1 with --small, else each "
+                          "experiment's own: 3, or 5 for experiments 4, 9, 13); verdicts need every criterion's 95%% CI")
     exp.add_argument("--force", action="store_true",
                      help="replace existing results (DIR/NAME, or DIR for 'all'), as a whole")
 
@@ -203,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         # Checked in _dispatch (beamattn.device.resolve_device): an unknown or absent device is one error line.
         computing.add_argument("--device", default="cpu",
                                help="where tensors live and compute: cpu (default), cuda, cuda:N or mps")
+    for with_policies in (run, train, sweep, link):
+        # Loaded in _dispatch before the scenario (its policy list may name the plugin's policies).
+        with_policies.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                                   help="a module that registers policies (beamattn.wireless.policies.register): a "
+                                        "module name importable from sys.path or the path of a .py file; repeatable")
     return parser
 
 
@@ -217,6 +225,8 @@ def _load(path: str, drops: int | None = None, policy_checkpoints: list[tuple[st
         check_range("--drops", "drops", drops)
         scn.drops = drops
         check_memory(scn)  # the file's drops passed the check; the new number must too
+        if scn.backend == "file":  # and no more drops than a channel file holds (never cycled)
+            scn.channel.check_counts(scn.drops, scn.training.drops)
     names = [name for name, _ in policy_checkpoints]
     _check_policy_names(names)
     if len(set(names)) != len(names):
@@ -302,6 +312,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         device = resolve_device(args.device)  # ValueError -> one line, exit 2
     _check_outputs(args)
+    if getattr(args, "plugin", None):
+        from .plugins import load_plugins
+
+        load_plugins(args.plugin)  # one error line naming a plugin that fails to import or reuses a name
     if args.command == "demo":
         from .demo import run_demo
 
@@ -344,18 +358,19 @@ def _dispatch(args: argparse.Namespace) -> int:
             for name in sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order):
                 print(f"{name:28s} {EXPERIMENTS[name].title}")
         elif args.name == "all":
-            results = run_all(args.out, small=args.small, seed=args.seed, device=device, force=args.force)
+            results = run_all(args.out, small=args.small, seed=args.seed, device=device, force=args.force,
+                              num_seeds=args.seeds)
             print(f"{sum(r.supported for r in results)} of {len(results)} claims supported; report: "
                   f"{args.out}/report.md")
         else:
             r = run_experiment(args.name, args.out, small=args.small, seed=args.seed, device=device,
-                               force=args.force)
+                               force=args.force, num_seeds=args.seeds)
             print(f"{r.name}: {'supported' if r.supported else 'NOT supported'} — {r.verdict}")
     elif args.command == "sweep":
         from .wireless.sweep import load_sweep, run_sweep
 
         run_sweep(load_sweep(args.sweep), args.out, workers=args.workers, scheduler=args.scheduler,
-                  resume=args.resume, figures=not args.no_figures, device=str(device))
+                  resume=args.resume, figures=not args.no_figures, device=str(device), plugins=args.plugin)
     elif args.command == "linklevel":
         from .linklevel.chain import LinkConfig
         from .linklevel.run import parse_snr_list, run_linklevel

@@ -24,7 +24,7 @@ from torch import nn
 from ..core import attend, attention_entropy
 from ..core.scores import dot_scores
 from ..io import save_figure_atomic
-from .registry import Outcome, experiment
+from .registry import Outcome, at_least, at_most, experiment
 
 CLAIM = ("Unscaled dot products of unit-variance queries and keys have variance d_k: the softmax saturates and "
          "its gradients vanish; dividing the scores by sqrt(d_k) keeps the variance at 1 and restores them.")
@@ -177,15 +177,24 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
 
     un, sc = sweep["unscaled"], sweep["scaled"]
     var_ratio = [v / d for v, d in zip(un["var"], dims)]
-    var_ok = all(VAR_BAND[0] <= r <= VAR_BAND[1] for r in var_ratio) and all(
-        VAR_BAND[0] <= v <= VAR_BAND[1] for v in sc["var"])
-    sat_ok = un["max_weight"][-1] > SATURATED_MAXW and sc["max_weight"][-1] < HEALTHY_MAXW
     grad_ratio = un["grad_q_median"][-1] / sc["grad_q_median"][-1]
-    grad_ok = grad_ratio < GRAD_RATIO
     # Below this d_k the unscaled query gradient is larger (no 1/sqrt(d_k) factor, softmax not yet saturated).
     crossover = next((d for d, u, s_ in zip(dims, un["grad_q_median"], sc["grad_q_median"]) if u < s_), None)
     loss_ratio = train["unscaled"]["mean_loss"] / train["scaled"]["mean_loss"]
-    train_ok = loss_ratio >= LOSS_RATIO
+    dmax = dims[-1]
+    groups = {
+        "variance": [at_least("min over d_k of unscaled var / d_k", min(var_ratio), VAR_BAND[0]),
+                     at_most("max over d_k of unscaled var / d_k", max(var_ratio), VAR_BAND[1]),
+                     at_least("min over d_k of scaled var", min(sc["var"]), VAR_BAND[0]),
+                     at_most("max over d_k of scaled var", max(sc["var"]), VAR_BAND[1])],
+        "saturation": [at_least(f"unscaled mean largest weight at d_k={dmax}", un["max_weight"][-1], SATURATED_MAXW),
+                       at_most(f"scaled mean largest weight at d_k={dmax}", sc["max_weight"][-1], HEALTHY_MAXW)],
+        "gradient": [at_most(f"median |grad q| unscaled / scaled at d_k={dmax}", grad_ratio, GRAD_RATIO)],
+        "training": [at_least("mean training loss unscaled / scaled", loss_ratio, LOSS_RATIO)],
+    }
+    var_ok, sat_ok, grad_ok, train_ok = (all(c.holds() for c in groups[g])
+                                         for g in ("variance", "saturation", "gradient", "training"))
+    criteria = [c for g in groups.values() for c in g]
     supported = var_ok and sat_ok and grad_ok and train_ok
 
     numbers = {
@@ -202,7 +211,6 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     fig_name = "scaling.png"
     _figure(sweep, train, out_dir / fig_name)
 
-    dmax = dims[-1]
     st_un, st_sc = train["unscaled"]["steps_to_90pct"], train["scaled"]["steps_to_90pct"]
     fmt = lambda s: "never" if s is None else f"{s} steps"  # noqa: E731
     verdict = (
@@ -217,4 +225,4 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
         + ("The claim holds." if supported else "The claim is NOT supported on every check: " + ", ".join(
             k for k in ("variance", "saturation", "gradient", "training") if not numbers["checks"][k]) + " failed.")
     )
-    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=[fig_name])
+    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=[fig_name], criteria=criteria)

@@ -23,7 +23,7 @@ import torch
 
 from ..core import MultiHeadAttention, attention_entropy
 from ..io import save_figure_atomic
-from .registry import Outcome, experiment
+from .registry import Outcome, at_least, at_most, experiment
 
 CLAIM = ("With heads of different sizes under one shared scale, the larger heads have larger dot products and "
          "dominate the gradient; scaling each head by 1/sqrt(d_h) of its own size restores the balance.")
@@ -165,8 +165,11 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
 
     r_sh, r_ph = init["shared"]["largest_over_smallest"], init["per_head"]["largest_over_smallest"]
     t_sh, t_ph = train["shared"]["largest_over_smallest"], train["per_head"]["largest_over_smallest"]
-    dominated = r_sh > DOMINANCE
-    balanced = 1 / BALANCED <= r_ph <= BALANCED
+    criteria = [at_least("shared scale: Q/K gradient share largest / smallest head at init", r_sh, DOMINANCE),
+                at_least("per-head scales: largest / smallest head", r_ph, 1 / BALANCED),
+                at_most("per-head scales: largest / smallest head ", r_ph, BALANCED)]
+    dominated = criteria[0].holds()
+    balanced = criteria[1].holds() and criteria[2].holds()
     supported = dominated and balanced
 
     fig_name = "head_sizes.png"
@@ -192,4 +195,4 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
         + ("The claim holds." if supported else
            f"The claim is NOT supported (needs > {DOMINANCE}× shared and within {BALANCED}× per-head).")
     )
-    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=[fig_name])
+    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=[fig_name], criteria=criteria)

@@ -16,7 +16,7 @@ import torch
 
 from ..io import save_figure_atomic
 from ..nlp.model import Encoder, EncoderConfig
-from .registry import Outcome, experiment
+from .registry import Outcome, at_least, at_most, experiment
 
 # (label, positions, dtype)
 SETTINGS = (
@@ -82,7 +82,10 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     bound64 = ROUNDING_FACTOR * EPS64 * max(1.0, max(scales["none (float64)"]))
     bound32 = ROUNDING_FACTOR * EPS32 * max(1.0, max(scales["none (float32)"]))
     min_broken = {label: min(errors[label]) for label in ("sinusoidal (float64)", "learned (float64)")}
-    supported = none64 <= bound64 and none32 <= bound32 and all(v >= BROKEN_MIN for v in min_broken.values())
+    criteria = [at_most("no positions, float64: max error / rounding bound", none64 / bound64, 1.0),
+                at_most("no positions, float32: max error / rounding bound", none32 / bound32, 1.0),
+                *(at_least(f"{label}: smallest error with positions", v, BROKEN_MIN) for label, v in min_broken.items())]
+    supported = all(c.holds() for c in criteria)
 
     numbers = {
         "lengths": list(lengths), "batch": batch, "permutations": n_perms, "models": n_models, "vocab": vocab,
@@ -101,7 +104,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
                f"{min_broken['sinusoidal (float64)']:.2f} / {min_broken['learned (float64)']:.3f}, "
                f"{'so the claim holds' if supported else 'so the claim is NOT supported'} (margins: "
                f"<= {ROUNDING_FACTOR:.0f} eps x output scale vs >= {BROKEN_MIN:g}).")
-    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures)
+    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures, criteria=criteria)
 
 
 def _plot(out_dir: Path, n: dict) -> str:

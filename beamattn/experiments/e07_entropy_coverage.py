@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..core import MultiHeadAttention, attend, attention_entropy, coverage, sinusoidal_encoding
 from ..io import save_figure_atomic
 from ..nlp.tasks import alignment_task
-from .registry import Outcome, experiment
+from .registry import Outcome, at_least, at_most, experiment
 
 # Margins of the verdict.
 TREND_MIN = 0.1  # nats: total rise over n / total fall over s, for every curve
@@ -159,9 +159,14 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     falls = [grid[0][j] - grid[-1][j] for j in range(len(noise_counts))]  # per n, over s
     worst_s_step = min(grid[i][j] - grid[i + 1][j] for i in range(len(strengths) - 1)
                        for j in range(len(noise_counts)))  # should be > 0
-    entropy_ok = (min(rises) >= TREND_MIN and worst_n_step >= -STEP_TOL and min(falls) >= TREND_MIN
-                  and worst_s_step >= -STEP_TOL)
-    coverage_ok = align["pearson"] >= CORR_MIN and align["spearman"] >= CORR_MIN
+    c_entropy = [at_least("smallest entropy rise over n, per strength (nats)", min(rises), TREND_MIN),
+                 at_least("worst entropy step as n grows (nats)", worst_n_step, -STEP_TOL),
+                 at_least("smallest entropy fall over strength, per n (nats)", min(falls), TREND_MIN),
+                 at_least("worst entropy step as strength grows (nats)", worst_s_step, -STEP_TOL)]
+    c_coverage = [at_least("coverage vs fertility: Pearson", align["pearson"], CORR_MIN),
+                  at_least("coverage vs fertility: Spearman", align["spearman"], CORR_MIN)]
+    criteria = c_entropy + c_coverage
+    entropy_ok, coverage_ok = all(c.holds() for c in c_entropy), all(c.holds() for c in c_coverage)
     supported = entropy_ok and coverage_ok
 
     numbers = {
@@ -186,7 +191,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
                f"for tokens unique in their sentence; mean |coverage - fertility| {align['mean_abs_error']:.2f}). "
                f"{'Both claims hold' if supported else 'NOT supported'} (margins: trends >= {TREND_MIN} nats, "
                f"correlations >= {CORR_MIN}).")
-    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures)
+    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures, criteria=criteria)
 
 
 def _plot(out_dir: Path, n: dict, align: dict) -> str:

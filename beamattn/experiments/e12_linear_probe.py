@@ -29,7 +29,7 @@ import torch
 
 from ..core import AdditiveScore
 from ..io import save_figure_atomic
-from .registry import Outcome, experiment
+from .registry import Outcome, at_least, at_most, experiment
 
 D, HIDDEN = 16, 32
 IMITATION_HIDDEN = 128  # the imitating additive score needs more units to fit a product
@@ -157,7 +157,9 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     res = {"d": D, "hidden": HIDDEN, "n_train": n_train, "n_test": n_test, "inits": inits,
            "imitation_fit_r2": fit_r2, "rows": rows}
     r_add, r_dot = rows[names["add"]]["r2_linear"], rows[names["dot"]]["r2_linear"]
-    supported = r_add >= R2_ADDITIVE_MIN and r_dot <= R2_DOT_MAX
+    criteria = [at_least("held-out R² of a linear probe, additive energies at init", r_add, R2_ADDITIVE_MIN),
+                at_most("held-out R² of a linear probe, dot-product energies", r_dot, R2_DOT_MAX)]
+    supported = all(c.holds() for c in criteria)
     res["summary"] = {"r2_additive_init": r_add, "r2_dot": r_dot, "criteria": {"additive_min": R2_ADDITIVE_MIN,
                                                                                "dot_max": R2_DOT_MAX}}
     _plot(res, scatter, out_dir / "linear_probe.png")
@@ -173,4 +175,4 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
         f"additive score trained to imitate the dot product (fit R² {sum(fit_r2) / len(fit_r2):.2f}) gives a "
         f"linear-probe R² of {r_imit:.3f}. Criteria: additive >= {R2_ADDITIVE_MIN}, dot <= {R2_DOT_MAX}."
     )
-    return Outcome(numbers=res, verdict=verdict, supported=supported, figures=["linear_probe.png"])
+    return Outcome(numbers=res, verdict=verdict, supported=supported, figures=["linear_probe.png"], criteria=criteria)

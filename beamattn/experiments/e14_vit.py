@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..io import save_figure_atomic
 from ..vision import ViT, ViTConfig, landmark_images, patch_grids, scans
-from .registry import Outcome, experiment
+from .registry import Outcome, at_least, at_most, experiment
 
 PATCH = 8
 LANDMARK_SIZE = (48, 48)
@@ -201,9 +201,13 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
     sc = _scans(small, seed)
 
     tr, un = lm["trained"], lm["untrained"]
-    precision_ok = tr["precision_at_k"] > PRECISION_FACTOR * tr["chance"] and tr["precision_at_k"] > \
-        un["precision_at_k"]
-    scans_ok = sc["accuracy_training_sizes"]["accuracy"] >= SCAN_ACC_MIN
+    c_prec = [at_least("landmarks: precision@k of CLS attention / chance", tr["precision_at_k"] / tr["chance"],
+                       PRECISION_FACTOR),
+              at_least("landmarks: precision@k trained − untrained", tr["precision_at_k"] - un["precision_at_k"], 0.0)]
+    c_scan = [at_least("scans of mixed sizes: accuracy within the training sizes",
+                       sc["accuracy_training_sizes"]["accuracy"], SCAN_ACC_MIN)]
+    criteria = c_prec + c_scan
+    precision_ok, scans_ok = all(c.holds() for c in c_prec), all(c.holds() for c in c_scan)
     supported = precision_ok and scans_ok
 
     figures = [_plot(out_dir, lm, sc)]
@@ -231,7 +235,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
         f"lesion in {sc['lesion_top1_attention_hit_rate']:.0%} of positives (chance "
         f"{sc['lesion_top1_chance']:.0%}). {'The claim holds' if supported else 'The claim is NOT supported'} "
         f"(margins: P@k > {PRECISION_FACTOR:g}x chance and above untrained, scan accuracy >= {SCAN_ACC_MIN}).")
-    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures)
+    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures, criteria=criteria)
 
 
 # --------------------------------------------------------------------------- figure

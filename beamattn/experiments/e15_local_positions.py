@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..io import save_figure_atomic
 from ..nlp.model import Encoder, EncoderConfig
-from .registry import Outcome, experiment
+from .registry import Outcome, at_least, at_most, experiment
 
 SETTINGS = ("relative", "sinusoidal", "learned", "relative + global token")
 CHANCE_MARGIN = 0.10  # interior accuracy of the relative model within 0.5 ± this = "chance"
@@ -117,8 +117,10 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
                    for s, a in per_pos.items()}
     rel, glob = summary["relative"], summary["relative + global token"]
     best_abs = max(summary["sinusoidal"]["interior"], summary["learned"]["interior"])
-    rel_chance = abs(rel["interior"] - 0.5) <= CHANCE_MARGIN
-    abs_wins = best_abs - rel["interior"] >= ABSOLUTE_MARGIN
+    criteria = [at_most("relative positions: |interior accuracy − 0.5|", abs(rel["interior"] - 0.5), CHANCE_MARGIN),
+                at_least("best absolute encoding − relative, interior accuracy", best_abs - rel["interior"],
+                         ABSOLUTE_MARGIN)]
+    rel_chance, abs_wins = criteria[0].holds(), criteria[1].holds()
     glob_wins = glob["interior"] - rel["interior"] >= ABSOLUTE_MARGIN
     edge_detected = rel["edge"] - rel["interior"] >= CHANCE_MARGIN
     supported = rel_chance and abs_wins
@@ -144,7 +146,7 @@ def run(out_dir: Path, small: bool, seed: int) -> Outcome:
                   f"{'and the global token ' if glob_wins else ''}recover the position."
                   if supported else
                   f"Not supported with margins ±{CHANCE_MARGIN} (chance) and {ABSOLUTE_MARGIN} (absolute gain)."))
-    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures)
+    return Outcome(numbers=numbers, verdict=verdict, supported=supported, figures=figures, criteria=criteria)
 
 
 def _plot(out_dir: Path, n: dict) -> str:

@@ -11,36 +11,69 @@ import torch
 from ..io import write_text_atomic
 from ..outdir import MARKER, StagedDir, check_out
 from ..seeds import check_seed
-from .registry import EXPERIMENTS, ExperimentResult, run_experiment_into
+from .registry import (EXPERIMENTS, ExperimentResult, _fmt, check_num_seeds, deciding_criterion, default_num_seeds,
+                       replicate_seeds, run_experiment_into)
 
 __all__ = ["run_all", "render_report"]
 
 
+def _ci(c: dict) -> str:
+    return f"{_fmt(c['mean'])} [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]" if c["n"] > 1 else _fmt(c["mean"])
+
+
+def _margin(c: dict) -> str:
+    lo, hi = c["margin_ci"]
+    return f"{_fmt(c['margin'])} [{_fmt(lo)}, {_fmt(hi)}]" if c["n"] > 1 else _fmt(c["margin"])
+
+
 def render_report(results: list[ExperimentResult]) -> str:
+    """The markdown report: a table (verdict, the deciding criterion with its 95% CI, margin) and one section
+    per claim with every criterion, the verdict and the figures."""
     ok = sum(r.supported for r in results)
     lines = ["# The attention write-up, claim by claim", "",
              f"{ok} of {len(results)} claims supported by the measurements "
-             f"(seed {results[0].seed if results else 0}, {'small' if results and results[0].small else 'full'} scale).",
-             "", "| # | experiment | claim supported | time (s) |", "|---:|---|---|---:|"]
+             f"(base seed {results[0].seed if results else 0}, {'small' if results and results[0].small else 'full'} "
+             "scale). A claim is supported only if every criterion it rests on holds for its whole 95% confidence "
+             "interval over the replicates (Student t over seeds). *Margin* = distance of the mean from the "
+             "threshold, positive on the claim's side, with its CI.",
+             "", "| # | experiment | claim supported | deciding criterion | mean [95% CI] | needs | margin [95% CI] "
+             "| seeds | time (s) |", "|---:|---|---|---|---|---|---|---:|---:|"]
     for i, r in enumerate(results, 1):
-        lines.append(f"| {i} | [{r.title}](#{r.name}) | {'yes' if r.supported else '**no**'} | {r.elapsed_s:.1f} |")
+        c = deciding_criterion(r.criteria)
+        crit = (f"{c['name']} | {_ci(c)} | {c['op']} {_fmt(c['threshold'])} | {_margin(c)}" if c else "— | — | — | —")
+        lines.append(f"| {i} | [{r.title}](#{r.name}) | {'yes' if r.supported else '**no**'} | {crit} | "
+                     f"{len(r.seeds)} | {r.elapsed_s:.1f} |")
     for i, r in enumerate(results, 1):
         lines += ["", f'<a id="{r.name}"></a>', f"## {i}. {r.title}", "", f"**Claim.** {r.claim}", "",
-                  f"**Verdict ({'supported' if r.supported else 'not supported'}).** {r.verdict}", ""]
+                  f"**Verdict ({'supported' if r.supported else 'not supported'}, {len(r.seeds)} seed(s)).** "
+                  f"{r.verdict}", ""]
+        if r.criteria:
+            lines += ["| criterion | mean [95% CI] | needs | per seed | holds for the CI |", "|---|---|---|---|---|"]
+            for c in r.criteria:
+                lines.append(f"| {c['name']} | {_ci(c)} | {c['op']} {_fmt(c['threshold'])} | "
+                             f"{', '.join(_fmt(v) for v in c['values'])} | {'yes' if c['holds'] else '**no**'} |")
+            lines.append("")
+        if r.detail and r.detail != r.verdict:
+            lines += [f"*Seed {r.seeds[0] if r.seeds else r.seed} in detail.* {r.detail}", ""]
         lines += [f"![{r.name}]({r.name}/{f})" for f in r.figures]
         lines += ["", f"Numbers: [`{r.name}/result.json`]({r.name}/result.json)"]
     return "\n".join(lines) + "\n"
 
 
 def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: bool = True,
-            device: torch.device | str | None = None, force: bool = False) -> list[ExperimentResult]:
+            device: torch.device | str | None = None, force: bool = False,
+            num_seeds: int | None = None) -> list[ExperimentResult]:
     """Run every registered experiment in order; write ``out_dir/NAME/`` for each and ``out_dir/report.md``.
 
+    ``num_seeds`` replicates per experiment (default: each experiment's own, see :mod:`.registry`).
     ``device`` goes to the experiments that take one (see :mod:`.registry`); the others run on the CPU.
     The whole of ``out_dir`` is staged and replaces an existing one (only with ``force``) when every
     experiment and the report are written.
     """
     check_seed(seed)
+    check_num_seeds(num_seeds)
+    for name in EXPERIMENTS:
+        replicate_seeds(seed, num_seeds or default_num_seeds(name, small))
     out_dir = Path(out_dir)
     check_out(out_dir, kind="dir", force=force)
     names = sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order)
@@ -50,7 +83,7 @@ def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: b
             if progress:
                 print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
             (stage / name).mkdir()
-            r = run_experiment_into(name, stage / name, small=small, seed=seed, device=device)
+            r = run_experiment_into(name, stage / name, small=small, seed=seed, device=device, num_seeds=num_seeds)
             (stage / name / MARKER).write_text(json.dumps({"command": f"experiment {name}"}) + "\n")
             if progress:
                 print(f"    {'supported' if r.supported else 'NOT supported'} ({r.elapsed_s:.1f} s): {r.verdict}",
