@@ -200,3 +200,12 @@ def test_bad_input():
         sparsemax(torch.randn(4, dtype=torch.complex64))
     with pytest.raises(ValueError, match="'dim' = 3"):
         entmax15(torch.randn(2, 3), dim=3)
+
+
+@pytest.mark.parametrize("fn", [torch.softmax, sparsemax, entmax15], ids=["softmax", "sparsemax", "entmax15"])
+def test_a_nan_score_gives_nan_in_its_row_only(fn):
+    """NaN propagates like torch.softmax (no index error from inside the threshold search)."""
+    x = torch.tensor([[1.0, float("nan"), 0.0], [2.0, 1.0, -1.0]])
+    p = fn(x, dim=-1)
+    assert torch.isnan(p[0]).all()
+    torch.testing.assert_close(p[1], fn(x[1:], dim=-1)[0])

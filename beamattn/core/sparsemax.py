@@ -110,7 +110,9 @@ class _Entmax15(torch.autograd.Function):
         ss = rho * (mean_sq - mean**2)
         delta = ((1 - ss) / rho).clamp_min(0)
         tau = mean - torch.sqrt(delta)
-        support = (tau <= z_srt).sum(dim=dim, keepdim=True)
+        # A NaN score makes every comparison false (support 0): clamp so that the gather stays in range and
+        # the NaN reaches the output, as with torch.softmax and sparsemax (rather than an index error).
+        support = (tau <= z_srt).sum(dim=dim, keepdim=True).clamp_min(1)
         tau_star = tau.gather(dim, support - 1)
         p = torch.clamp(z - tau_star, min=0) ** 2
         p = p.masked_fill(all_masked, 0.0)
@@ -148,7 +150,8 @@ def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
 
     Returns:
         Probabilities of the same shape and dtype; exact zeros off the support.
-        A slice that is all ``-inf`` gives all zeros (never NaN).
+        A slice that is all ``-inf`` gives all zeros (never NaN); a slice with a NaN score gives NaN
+        (as :func:`torch.softmax`), the other slices are unaffected.
     """
     dim = _check(x, dim, "sparsemax")
     return _Sparsemax.apply(x, dim)
@@ -162,7 +165,8 @@ def entmax15(x: Tensor, dim: int = -1) -> Tensor:
         dim: the dimension that sums to one.
 
     Returns:
-        Probabilities of the same shape; a slice that is all ``-inf`` gives zeros.
+        Probabilities of the same shape; a slice that is all ``-inf`` gives zeros; a slice with a NaN
+        score gives NaN (as :func:`torch.softmax` and :func:`sparsemax`), the other slices are unaffected.
     """
     dim = _check(x, dim, "entmax15")
     return _Entmax15.apply(x, dim)
