@@ -38,6 +38,7 @@ import torch
 
 from ..io import save_figure_atomic, write_json_atomic
 from ..outdir import StagedDir, check_out
+from ..plugins import loaded_plugins
 from ..seeds import check_seed
 from .chain import LinkChain, LinkConfig, check_snr_db
 
@@ -214,7 +215,8 @@ def run_linklevel(scn, out_dir: str | Path | None, policies: list[str] | None = 
            "slot_mapping": "each channel sample of a decision's use interval starts one slot; OFDM symbols "
                            "interpolate linearly in time to the next sample",
            "slots_available": n_slots, "max_blocks": max_blocks, "target_block_errors": target_block_errors,
-           "elapsed_s": elapsed, "results": result}
+           "elapsed_s": elapsed, "results": result,
+           "plugins": loaded_plugins()}  # the user's policy modules (beamattn.plugins), with their SHA-256
     print(_table(out, chain.k))
     if out_dir is not None:
         with StagedDir(out_dir, force=force, command="linklevel") as stage:  # replaces out_dir when complete

@@ -24,6 +24,7 @@ from .. import __version__
 from ..device import describe_device
 from ..io import write_json_atomic, write_text_atomic
 from ..outdir import StagedDir, check_out
+from ..plugins import loaded_plugins
 from ..seeds import check_seed
 from .channels.base import check_channel
 from .codebooks import Codebook, dft_codebook, wide_codebook
@@ -111,15 +112,19 @@ def channel_chunks(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0
     Chunk ``c`` of ``stream`` is generated from its own seed, so drop ``i`` is the same whatever
     range of drops is asked for (``first_drop`` must be a multiple of ``chunk_drops``). The samples
     are generated on ``device`` (the back-ends draw their random numbers on the CPU, so the
-    geometry is the same on every device).
+    geometry is the same on every device). A file back-end (``backend = "file"``) returns the file's
+    drops ``start ..`` in order instead: the seed then fixes the measurement noise only.
     """
     channel = scn.make_channel()
     c0 = first_drop // scn.chunk_drops
     for c in range(c0, c0 + -(-num_drops // scn.chunk_drops)):
         start = c * scn.chunk_drops
         n = min(scn.chunk_drops, first_drop + num_drops - start)
-        sample = channel.generate(scn.chunk_drops, seed=mix_seed(seed, (stream << 40) + c), device=device)
-        if n < scn.chunk_drops:  # the last chunk: keep the drops asked for, same numbers as a full chunk
+        if scn.backend == "file":  # the file's drops in order; the noise seeds below are the same as generated
+            sample = channel.drops(stream, start, n, device=device)
+        else:
+            sample = channel.generate(scn.chunk_drops, seed=mix_seed(seed, (stream << 40) + c), device=device)
+        if n < sample.h.shape[0]:  # the last chunk: keep the drops asked for, same numbers as a full chunk
             sample = type(sample)(sample.h[:n], sample.positions[:n], sample.times, sample.los[:n],
                                   sample.subcarrier_frequencies)
         check_channel(sample.h)
@@ -288,7 +293,10 @@ def _write_outputs(out: Path, scn: Scenario, seed: int, names, checkpoint, summa
             "device": device, "elapsed_s": elapsed, "versions": {"beamattn": __version__, "torch": torch.__version__,
                                                "numpy": np.__version__, "python": platform.python_version()},
             "metrics": summary, "table_markdown": table,
+            "plugins": loaded_plugins(),  # policy modules of the user's (beamattn.plugins): name, file, SHA-256
         }
+        if callable(getattr(scn.channel, "describe", None)):  # a file back-end: which files, by SHA-256
+            meta["channel_files"] = scn.channel.describe()
         write_json_atomic(stage / "metrics.json", meta)
         if figures:
             from .plots import run_figures

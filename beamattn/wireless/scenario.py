@@ -9,7 +9,8 @@ or misspelt fields are errors that name the field and suggest the closest one):
     ``snr_db`` (transmit SNR ρ of the data link, dB, with E|h_n|² = 1),
     ``outage_db`` (outage threshold on the received SNR, dB), ``policies``.
 ``[channel]``
-    ``backend`` = ``"geometric"`` (default) | ``"sionna-cdl"`` | ``"sionna-urban"``;
+    ``backend`` = ``"geometric"`` (default) | ``"sionna-cdl"`` | ``"sionna-urban"`` | ``"file"`` (the user's
+    own channels: :mod:`~beamattn.wireless.channels.file`, ``path`` relative to the scenario file);
     ``speed_kmh`` (converted to ``speed`` in m/s) and the fields of the back-end's
     config dataclass (:class:`~beamattn.wireless.channels.geometric.GeometricConfig`, ...).
 ``[array]``
@@ -59,7 +60,7 @@ from .selector import SelectorConfig
 __all__ = ["Scenario", "TrainingConfig", "CodebookConfig", "MemoryItem", "load_scenario", "parse_scenario",
            "estimate_memory", "check_memory", "ScenarioError"]
 
-BACKENDS = ("geometric", "sionna-cdl", "sionna-urban")
+BACKENDS = ("geometric", "sionna-cdl", "sionna-urban", "file")
 
 
 class ScenarioError(ValueError):
@@ -152,6 +153,10 @@ def _backend_classes(backend: str):
         from .channels.sionna_tr38901 import SionnaUrbanChannel, SionnaUrbanConfig
 
         return SionnaUrbanConfig, SionnaUrbanChannel
+    if backend == "file":
+        from .channels.file import FileChannel, FileConfig
+
+        return FileConfig, FileChannel
     raise ValueError(f"channel: field 'backend' = {backend!r}; expected one of {BACKENDS}")
 
 
@@ -309,6 +314,8 @@ def parse_scenario(data: dict, source: str = "<memory>", *, max_memory: int | No
         _check_wide(array, codebook, num_beams)  # the wide codebook is built whenever num_wide > 0
         _timeline(scn)  # a drop long enough for history x period + delay
         check_memory(scn, max_memory)
+        if backend == "file":  # drops are read in order from the file(s), never cycled
+            scn.channel.check_counts(scn.drops, scn.training.drops)
         return scn
     except ValueError as e:
         raise ScenarioError(f"{source}: {e}") from None
@@ -429,6 +436,11 @@ def estimate_memory(scn: Scenario) -> list[MemoryItem]:
             items.append(MemoryItem("blockage events [B, T, E] float64 x 3", 3 * b * t * events * 8,
                                     f"{chunk}, {shape_t}, E ~ {events} events (blockage_rate {c.blockage_rate} /s "
                                     f"x (duration + 20 x blockage_duration {c.blockage_duration} s))"))
+    elif scn.backend == "file":
+        from .channels.file import _memory_bytes
+
+        nbytes, fields = _memory_bytes(c)
+        items.append(MemoryItem("file channels [drops, T, F, N] x 2 (read whole, then normalised)", nbytes, fields))
     else:
         p = 24 if scn.backend == "sionna-cdl" else 24 * 20  # CDL clusters; UMi/UMa/RMa clusters x rays
         items.append(MemoryItem("path coefficients [B, T, N, P]", b * t * n * p * cb,
@@ -489,10 +501,11 @@ def check_memory(scn: Scenario, max_memory: int | None = None) -> int:
 
 
 def _check_policy_names(names: list[str]) -> None:
+    from ..plugins import find_policy
     from .policies import POLICIES, available_policies
 
     for name in names:
-        if name not in POLICIES:
+        if not find_policy(name):  # registered, or by an installed plugin's entry point (loaded lazily)
             close = difflib.get_close_matches(name, POLICIES, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"scenario: unknown policy {name!r}{hint}; expected names from {available_policies()}")
@@ -516,4 +529,7 @@ def load_scenario(path: str | Path, *, max_memory: int | None = None) -> Scenari
         raise ScenarioError(f"{path}: not valid TOML: {e}") from None
     except OSError as e:
         raise ScenarioError(f"{path}: cannot be read ({e.strerror})") from None
+    from .channels.file import resolve_paths
+
+    data = resolve_paths(data, path.parent)  # a file back-end's paths are relative to the scenario file
     return parse_scenario(data, source=str(path), max_memory=max_memory)

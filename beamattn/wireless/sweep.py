@@ -213,6 +213,9 @@ def parse_sweep(data: dict, source: str = "<memory>", base_dir: str | Path = "."
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SweepError(f"{src}: [sweep] field 'base' = {base!r}; not valid TOML: {e}".replace("\n", " "))
         base = str(base_path)
+        from .channels.file import resolve_paths
+
+        base_data = resolve_paths(base_data, base_path.parent)  # channel files relative to the base scenario
 
     grid_table = data.get("grid")
     if not isinstance(grid_table, dict) or not grid_table:
@@ -239,6 +242,7 @@ def parse_sweep(data: dict, source: str = "<memory>", base_dir: str | Path = "."
 
     sweep = Sweep(name=name, source=src, base=base, seeds=list(seeds), policies=list(policies), grid=grid,
                   override=override)
+    from .channels.file import resolve_paths as resolve_file_paths
     from .scenario import ScenarioError, parse_scenario
 
     keys = list(grid)
@@ -249,6 +253,7 @@ def parse_sweep(data: dict, source: str = "<memory>", base_dir: str | Path = "."
         where = f"{src}: cell {cell.label}"
         for key, value in {**override, **params}.items():
             _set_dotted(doc, key, copy.deepcopy(value), where)
+        doc = cell.data = resolve_file_paths(doc, base_dir)  # channel files set by the sweep: relative to it
         if isinstance(doc.get("scenario"), dict):
             doc["scenario"]["policies"] = list(policies)
         try:
@@ -397,7 +402,8 @@ def local_cluster(workers: int):
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler: str | None = None,
               client=None, resume: bool = False, progress: bool = True, figures: bool = True,
               task_fn: Callable = run_task, stop_after: int | None = None,
-              on_result: Callable | None = None, device: str = "cpu") -> SweepResult:
+              on_result: Callable | None = None, device: str = "cpu", plugins: list[str] | tuple[str, ...] = ()
+              ) -> SweepResult:
     """Run the tasks not finished yet, write each result as it arrives, then the summary, table and figures.
 
     ``client``: an existing Dask client (then ``workers``/``scheduler`` are ignored). ``stop_after``,
@@ -407,8 +413,16 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
     ``device``: where every task computes (``"cuda:0"``: all local or Dask workers share that GPU).
     Task ids and result files do not depend on it; a sweep resumed on another device therefore mixes
     numbers that agree only to float32 rounding across devices.
+
+    ``plugins``: modules that register policies (:mod:`beamattn.plugins`), loaded here and, before each
+    task, in every Dask worker (a no-op after the first task of a worker; workers that join later load
+    them too); ``sweep.json`` records them with their files' SHA-256.
     """
+    from ..plugins import load_plugins, loaded_plugins, plugin_specs
+
     device = str(device)  # a string pickles to Dask workers whatever their torch build
+    load_plugins(plugins)
+    plugins = tuple(plugin_specs())  # absolute paths for .py files: the workers may run elsewhere
     out = Path(out_dir)
     tdir = out / "tasks"
     tasks = sweep.tasks()
@@ -445,7 +459,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
         tdir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "sweep.json", {"name": sweep.name, "source": sweep.source, "base": sweep.base,
                                                "seeds": sweep.seeds, "policies": sweep.policies, "grid": sweep.grid,
-                                               "override": sweep.override, "num_tasks": len(tasks)})
+                                               "override": sweep.override, "num_tasks": len(tasks),
+                                               "plugins": loaded_plugins()})
     except BaseException:
         disconnect()
         raise
@@ -467,7 +482,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
                 if on_result is not None:
                     on_result(None, len(ran))
         elif todo:
-            _run_dask(client, sweep, todo, task_fn, finish, on_result, lambda: len(ran), device)
+            _run_dask(client, sweep, todo, task_fn, finish, on_result, lambda: len(ran), device, plugins)
     finally:
         bar.close()
         disconnect()
@@ -481,13 +496,15 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
     return SweepResult(summary=summary, table=table, ran=ran, skipped=skipped, redone=redone, out_dir=out)
 
 
-def _run_dask(client, sweep, todo, task_fn, finish, on_result, n_done, device: str = "cpu") -> None:
+def _run_dask(client, sweep, todo, task_fn, finish, on_result, n_done, device: str = "cpu",
+              plugins: tuple[str, ...] = ()) -> None:
     from distributed import as_completed
 
     futures = {}
     for tid, cell, seed in todo:
-        fut = client.submit(_timed, task_fn, cell.data, seed, sweep.policies, f"{sweep.source}: cell {cell.label}",
-                            device, key=f"beamattn-sweep-{tid}", pure=False, retries=2)
+        fut = client.submit(_timed_with_plugins, plugins, task_fn, cell.data, seed, sweep.policies,
+                            f"{sweep.source}: cell {cell.label}", device, key=f"beamattn-sweep-{tid}", pure=False,
+                            retries=2)
         futures[fut] = (tid, cell, seed)
     try:
         for fut in as_completed(futures):
@@ -505,6 +522,14 @@ def _timed(fn, *args):
     t0 = time.perf_counter()
     res = fn(*args)
     return res, time.perf_counter() - t0
+
+
+def _timed_with_plugins(plugins: tuple[str, ...], fn, *args):
+    """:func:`_timed` in a worker process, after loading the sweep's policy plugins there (once per process)."""
+    from ..plugins import load_plugins
+
+    load_plugins(plugins)
+    return _timed(fn, *args)
 
 
 # --------------------------------------------------------------------------- summary

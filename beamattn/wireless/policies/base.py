@@ -56,8 +56,10 @@ def register(name: str) -> Callable[[type], type]:
     """Class decorator: make a policy available by ``name``."""
 
     def deco(cls: type) -> type:
-        if name in POLICIES:
-            raise ValueError(f"policy name {name!r} is registered twice")
+        if name in POLICIES:  # a plugin reusing a built-in's (or another plugin's) name is refused by name
+            owner = POLICIES[name]
+            raise ValueError(f"policy name {name!r} is already registered (by {owner.__module__}."
+                             f"{owner.__qualname__}); expected a new name")
         cls.name = name
         POLICIES[name] = cls
         return cls
@@ -73,6 +75,11 @@ def make_policy(name: str, **kwargs) -> Policy:
     """Build a registered policy; unknown names give an error listing the known ones."""
     if name not in POLICIES:
         import difflib
+
+        from ...plugins import find_policy
+
+        if find_policy(name):  # a policy of an installed plugin (entry point), loaded on first use
+            return POLICIES[name](**kwargs)
 
         close = difflib.get_close_matches(name, POLICIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
