@@ -11,7 +11,7 @@ SCENARIO ?= scenarios/vehicular-60.toml
 NAME     := $(basename $(notdir $(SCENARIO)))
 SEED     ?= 0
 
-.PHONY: demo core-demo experiments test test-slow test-keras bench mutation clean
+.PHONY: demo core-demo experiments test test-slow test-keras bench mutation docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,5 +71,15 @@ bench: $(STAMP)
 	$(PY) scripts/bench_sweep.py
 	$(PY) scripts/bench_linklevel.py --out results/bench_linklevel.json
 
+# The documentation site (docs/, mkdocs.yml) into site/, warnings as errors: the command, scenario-file, API and
+# tutorial pages are generated from the code at build time (scripts/gen_docs.py).
+STAMP_DOCS := $(VENV)/.installed-docs
+$(STAMP_DOCS): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,docs]'
+	touch $(STAMP_DOCS)
+
+docs: $(STAMP_DOCS)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(VENV_TF) results build *.egg-info
+	rm -rf $(VENV) $(VENV_TF) results build site *.egg-info
