@@ -217,16 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(path: str, drops: int | None = None, policy_checkpoints: list[tuple[str, str]] = ()):
     """The scenario at ``path`` with the command line's ``--drops`` and ``--policy-checkpoint NAME=PATH``
     applied, validated like the file's own values (range, memory, policy names)."""
-    from .wireless.limits import check_range
-    from .wireless.scenario import _check_policy_names, check_memory, load_scenario
+    from .api import with_drops
+    from .wireless.scenario import _check_policy_names, load_scenario
 
     scn = load_scenario(path)
-    if drops is not None:
-        check_range("--drops", "drops", drops)
-        scn.drops = drops
-        check_memory(scn)  # the file's drops passed the check; the new number must too
-        if scn.backend == "file":  # and no more drops than a channel file holds (never cycled)
-            scn.channel.check_counts(scn.drops, scn.training.drops)
+    if drops is not None:  # checked as the file's value: range, memory, drops held by a channel file
+        scn = with_drops(scn, drops, "--drops")
     names = [name for name, _ in policy_checkpoints]
     _check_policy_names(names)
     if len(set(names)) != len(names):

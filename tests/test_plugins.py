@@ -12,24 +12,16 @@ import pytest
 import beamattn.plugins as plugins
 from beamattn.wireless.policies import POLICIES, make_policy
 from beamattn.wireless.scenario import ScenarioError, parse_scenario
-from wireless_fixtures import error_line, run_cli, tiny_doc, write_scenario
+from wireless_fixtures import error_line, fresh_policy_registry, run_cli, tiny_doc, write_scenario
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "my_policy.py"
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
+def fresh_registry():
     """Every test starts with the built-in policies only and no plugin loaded (the registry is per process)."""
-    saved = dict(POLICIES)
-    modules = set(sys.modules)
-    monkeypatch.setattr(plugins, "_LOADED", {})
-    monkeypatch.setattr(plugins, "_ENTRY_POINTS_DONE", False)
-    yield
-    POLICIES.clear()
-    POLICIES.update(saved)
-    for name in set(sys.modules) - modules:
-        if name.startswith(("beamattn_plugin_", "my_policy", "fake_")):
-            del sys.modules[name]
+    with fresh_policy_registry():
+        yield
 
 
 def _doc(**scenario) -> dict:

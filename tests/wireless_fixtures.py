@@ -98,3 +98,29 @@ def error_line(err: str) -> str:
     lines = [ln for ln in err.splitlines() if ": error: " in ln]
     assert len(lines) == 1 and lines[0].startswith("beamattn "), err
     return lines[0]
+
+
+@contextlib.contextmanager
+def fresh_policy_registry():
+    """Built-in policies only and no plugin loaded inside the block; everything a plugin registered, and the
+    modules it imported, are gone after it (the registry is per process; tests must not leak policies)."""
+    import sys
+
+    import beamattn.plugins as plugins
+    from beamattn.wireless.policies import POLICIES
+
+    saved, loaded, done = dict(POLICIES), dict(plugins._LOADED), plugins._ENTRY_POINTS_DONE
+    modules = set(sys.modules)
+    plugins._LOADED.clear()
+    plugins._ENTRY_POINTS_DONE = False
+    try:
+        yield
+    finally:
+        POLICIES.clear()
+        POLICIES.update(saved)
+        plugins._LOADED.clear()
+        plugins._LOADED.update(loaded)
+        plugins._ENTRY_POINTS_DONE = done
+        for name in set(sys.modules) - modules:
+            if name.startswith(("beamattn_plugin_", "my_policy", "fake_")):
+                del sys.modules[name]
