@@ -368,3 +368,100 @@ def test_bad_tensors():
         attend(q, k.expand(2, 9, 8)[None].expand(3, 2, 9, 8).reshape(6, 9, 8), v)
     with pytest.raises(TypeError, match="one dtype"):
         attend(q, k.double(), v)
+
+
+# --------------------------------------------------------------------------- sub-quadratic top-k (IVF index)
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "sparsemax"])
+def test_ivf_topk_with_every_cluster_probed_is_exact_topk(normalizer):
+    from beamattn.core.topk_search import IVFSearch
+
+    q, k, v = qkv(2, 3, lq=40, lk=150, d=8, dv=5, seed=4)
+    k = k.requires_grad_(True)
+    search = IVFSearch(clusters=12, probes=12)  # every key is a candidate
+    out, w = attend(q, k, v, topk=6, normalizer=normalizer, topk_search=search, return_weights=True)
+    ref, w_ref = attend(q, k, v, topk=6, normalizer=normalizer, return_weights=True)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(w, w_ref)
+    # gradients reach the keys through the gathered candidates, as in exact top-k
+    (g,) = torch.autograd.grad(out.square().sum(), k)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), k)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_ivf_topk_recall_on_planted_neighbours_is_one():
+    from beamattn.core.topk_search import IVFSearch, ivf_topk
+
+    # 8 groups of 20 keys around orthogonal centres 10·e_g: a query near centre g has its 5 largest dot
+    # products inside group g (same-group scores ~100, other groups ~0). k-means puts every group inside
+    # one cluster, or splits it over at most a few: 3 probes of 8 clusters cover the whole group.
+    g = torch.Generator().manual_seed(1)
+    groups, per, d = 8, 20, 16
+    centres = 10 * torch.eye(d)[:groups]  # [8, 16]
+    label = torch.arange(groups).repeat_interleave(per)  # [160]
+    k = centres[label] + 0.1 * torch.randn(groups * per, d, generator=g)
+    q_label = torch.randint(0, groups, (50,), generator=g)
+    q = centres[q_label] + 0.1 * torch.randn(50, d, generator=g)
+    true = (q @ k.T).topk(5, dim=-1).indices  # [50, 5]
+    assert (label[true] == q_label[:, None]).all()  # the planted neighbours are the true top-5
+    for seed in range(5):
+        idx = ivf_topk(q, k, 5, IVFSearch(clusters=8, probes=3, seed=seed))
+        assert torch.equal(idx.sort(-1).values, true.sort(-1).values)
+    v = torch.randn(groups * per, 3, generator=g)
+    torch.testing.assert_close(attend(q, k, v, topk=5, topk_search=IVFSearch(clusters=8, probes=3)),
+                               attend(q, k, v, topk=5))
+
+
+def test_ivf_topk_is_approximate_with_few_probes_and_marks_missing_candidates():
+    from beamattn.core.topk_search import IVFSearch, ivf_topk
+
+    q, k, _ = qkv(lq=64, lk=400, d=8, seed=2)
+    idx = ivf_topk(q, k, 10, IVFSearch(clusters=20, probes=1))
+    true = (q @ k.T).topk(10, -1).indices
+    recall = (idx.unsqueeze(-1) == true.unsqueeze(-2)).any(-2).float().mean().item()
+    assert 0.0 < recall < 1.0  # random keys have no cluster structure: one probe misses some
+    # a probe that holds fewer keys than topk leaves -1 slots, and attend gives them zero weight
+    idx = ivf_topk(q, k, 100, IVFSearch(clusters=20, probes=1))
+    assert (idx == -1).any() and ((idx >= -1) & (idx < 400)).all()
+    v = torch.randn(400, 3)
+    out, w = attend(q, k, v, topk=100, topk_search=IVFSearch(clusters=20, probes=1), return_weights=True)
+    torch.testing.assert_close(w.sum(-1), torch.ones(64))
+    assert torch.isfinite(out).all()
+
+
+def test_kmeans_is_seeded_and_assigns_to_the_nearest_centroid():
+    from beamattn.core.topk_search import kmeans
+
+    x = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    c1, a1 = kmeans(x, 7, 5, seed=3)
+    c2, a2 = kmeans(x, 7, 5, seed=3)
+    assert torch.equal(c1, c2) and torch.equal(a1, a2)
+    assert torch.equal(a1, torch.cdist(x, c1).argmin(-1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"topk_search": "ivf"}, r"'topk_search' needs 'topk'"),
+        ({"topk_search": "annoy", "topk": 2}, r"'topk_search' = 'annoy'; expected None, 'exact', 'ivf'"),
+        ({"topk_search": "ivf", "topk": 2, "score": "cosine"}, r"needs score='dot', got score='cosine'"),
+        ({"topk_search": "ivf", "topk": 2, "mask": torch.ones(7, 9, dtype=torch.bool)}, r"combine with 'mask'"),
+        ({"topk_search": "ivf", "topk": 2, "causal": True}, r"causal=True"),
+        ({"topk_search": "ivf", "topk": 2, "window": 1}, r"combine with 'window'"),
+        ({"topk_search": "ivf", "topk": 2, "scale": torch.tensor(0.5)}, r"float 'scale' > 0"),
+    ],
+)
+def test_ivf_bad_options(kwargs, pattern):
+    q, k, v = qkv(2)
+    with pytest.raises(ValueError, match=pattern):
+        attend(q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("field, value", [("probes", 0), ("clusters", 0), ("iters", -1), ("probes", 2.0),
+                                          ("seed", -3)])
+def test_ivf_search_fields_are_checked(field, value):
+    from beamattn.core.topk_search import IVFSearch
+
+    with pytest.raises(ValueError, match=rf"^IVFSearch: field '{field}' = {value!r}; expected an int"):
+        IVFSearch(**{field: value})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from experiment_checks import assert_mc_mean, query_norm_scale, run_small
 
 
@@ -16,20 +17,29 @@ def test_topk_sparse_attention(tmp_path):
     res = run_small("topk-sparse-attention", tmp_path)
     _check_verdict(res)
     n, s = res.numbers, res.numbers["summary"]
-    dense, _, sparse = list(n["time_s"])
-    # memory: top-k at the largest L uses well under half of dense, and dense grows much faster with L
-    assert s["memory_ratio_topk_over_dense"] < 0.5
-    assert s["memory_growth_exponent"][dense] > s["memory_growth_exponent"][sparse] + 0.5
-    # the analytic sizes agree in direction: quadratic vs linear
-    a = n["analytic_bytes"]
-    assert a[dense][-1] / a[dense][0] > 4 * a[sparse][-1] / a[sparse][0]
-    # approximation: fine for peaked attention, poor for random inputs; error falls with k
-    assert s["rel_error_k32_peaked"] < 0.1 < 0.5 < s["rel_error_k32_random"]
-    assert s["mass_top32_peaked"] > 0.9 > 0.5 > s["mass_top32_random"]
-    for r in n["error"]["by_input"].values():
-        assert r["rel_error"][-1] < 0.5 * r["rel_error"][0]
-    assert all(t > 0 and math.isfinite(t) for ts in n["time_s"].values() for t in ts)
-    assert res.supported == (s["memory_ok"] and s["time_ok"] and s["error_ok"])
+    sdpa, chunked, exact, ivf = list(n["time_s"])
+    assert all(t is None or (t > 0 and math.isfinite(t)) for ts in n["time_s"].values() for t in ts)
+    # chunked dense computes every score: its time grows faster with L than the IVF search's
+    g = n["time_growth_exponent"]
+    assert g[chunked] > g[ivf] + 0.3
+    # memory: linear-memory methods stay below SDPA's L x L weights at the largest L
+    if n["peak_rss_bytes"] is not None:
+        m = n["peak_rss_bytes"]
+        assert m[chunked][-1] < m[sdpa][-1]
+    acc = n["accuracy"]
+    assert acc["probes"][-1] == acc["clusters"]
+    for kind in ("peaked", "random"):
+        r = acc[kind]
+        # a larger probe set is a superset of candidates: recall never falls; all clusters = exact top-k
+        assert all(b >= a for a, b in zip(r["recall"], r["recall"][1:]))
+        assert r["recall"][-1] == 1.0
+        assert r["rel_error"][-1] == pytest.approx(r["exact_topk_rel_error"], rel=1e-4, abs=1e-6)
+    # concentrated attention is preserved by top-k, flat attention is not (whatever the search)
+    assert acc["peaked"]["mass_in_true_topk"] > 0.9 > 0.5 > acc["random"]["mass_in_true_topk"]
+    assert acc["peaked"]["exact_topk_rel_error"] < 0.1 < 0.5 < acc["random"]["exact_topk_rel_error"]
+    # the IVF search beats a random key subset of the same size on peaked inputs
+    assert acc["peaked"]["ivf_rel_error"] < acc["peaked"]["random_subset_rel_error"]
+    assert res.supported == all(c["holds"] for c in res.criteria)
 
 
 def test_attention_dropout(tmp_path):

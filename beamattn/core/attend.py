@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .scores import bilinear_scores, cosine_scores, dot_scores
 from .sparsemax import entmax15, sparsemax
+from .topk_search import IVFSearch, check_search, ivf_topk
 
 __all__ = ["attend", "SCORES", "NORMALIZERS"]
 
@@ -57,6 +58,7 @@ def attend(
     training: bool = False,
     return_weights: bool = False,
     chunk_size: int | None = None,
+    topk_search: Union[str, IVFSearch, None] = None,
 ) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """Attention: compare queries with keys, normalise the scores, average the values.
 
@@ -88,6 +90,11 @@ def attend(
         training: whether dropout is active.
         return_weights: also return the weights ``[..., Lq, Lk]`` (before dropout).
         chunk_size: queries per chunk in the top-k path (default: automatic).
+        topk_search: how the top-k candidates are found: ``None``/``"exact"`` computes every score;
+            ``"ivf"`` (or an :class:`~beamattn.core.topk_search.IVFSearch` with its options) searches an
+            inverted-file k-means index of the keys, ``O(L^1.5 d)`` instead of ``O(L² d)``, approximate
+            (exact when ``probes`` = ``clusters``). Needs ``topk``, ``score="dot"``, a float ``scale``, and no
+            ``mask``, ``bias``, ``causal`` or ``window``.
 
     Returns:
         ``out [..., Lq, dv]``, or ``(out, weights)`` if ``return_weights``.
@@ -109,6 +116,9 @@ def attend(
         scale = {"dot": 1 / math.sqrt(d), "bilinear": 1 / math.sqrt(d), "cosine": math.sqrt(d)}.get(score, 1.0)  # type: ignore[arg-type]
     if temperature != 1.0:
         scale = scale / temperature
+    search = check_search(topk_search)
+    if search is not None:  # checked before the SDPA fast path, which would otherwise ignore it
+        _check_ivf(topk, score, scale, mask, bias, causal, window)
     dropout_p = dropout_p if training else 0.0
     allowed = _allowed(mask, causal, window, lq, lk, q.device)  # bool [..., Lq, Lk] or None
 
@@ -116,6 +126,9 @@ def attend(
         # Causal alone uses SDPA's own flag (faster kernels); otherwise a boolean mask.
         only_causal = causal and mask is None and window is None and bias is None
         return _sdpa(q, k, v, None if only_causal else allowed, bias, only_causal, scale, dropout_p)
+
+    if search is not None:
+        return _attend_ivf(q, k, v, scale, norm_fn, topk, dropout_p, return_weights, chunk_size, search)
 
     if topk is not None:
         return _attend_topk(q, k, v, allowed, bias, scale, score, score_weight, norm_fn, topk, dropout_p,
@@ -211,6 +224,36 @@ def _attend_topk(q, k, v, allowed, bias, scale, score, score_weight, norm_fn, to
         del s, top_s, w, w_drop, v_sel  # free this chunk's scores before the next chunk allocates its own
     out = torch.cat(outs, dim=-2)
     return (out, torch.cat(dense, dim=-2)) if return_weights else out
+
+
+def _attend_ivf(q, k, v, scale, norm_fn, topk, dropout_p, return_weights, chunk_size, search):
+    """Top-k attention with candidates from an IVF index per batch element: ``O(L^1.5 d)`` compute."""
+    lq, lk, dv = q.shape[-2], k.shape[-2], v.shape[-1]
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    q_b = q.expand(*batch, *q.shape[-2:]).reshape(-1, lq, q.shape[-1])  # [B, Lq, d]
+    k_b = k.expand(*batch, *k.shape[-2:]).reshape(-1, lk, k.shape[-1])  # [B, Lk, d]
+    v_b = v.expand(*batch, *v.shape[-2:]).reshape(-1, lk, dv)  # [B, Lk, dv]
+    if chunk_size is None:  # gathered keys and values of one chunk: chunk·topk·(d + dv) numbers, 4 MiB
+        chunk_size = max(1, min(lq, (_TOPK_CHUNK_ELEMENTS // 4) // (topk * (q.shape[-1] + dv))))
+    outs, dense = [], []
+    for b in range(q_b.shape[0]):
+        idx = ivf_topk(q_b[b], k_b[b], topk, search)  # [Lq, topk], -1 = no candidate
+        valid = idx >= 0
+        idx0 = idx.clamp(min=0)
+        rows = []
+        for start in range(0, lq, chunk_size):
+            stop = min(lq, start + chunk_size)
+            i, ok = idx0[start:stop], valid[start:stop]  # [C, topk]
+            k_sel, v_sel = k_b[b][i], v_b[b][i]  # [C, topk, d], [C, topk, dv]
+            s = torch.matmul(k_sel, (q_b[b, start:stop] * scale).unsqueeze(-1)).squeeze(-1)  # [C, topk]
+            w = _normalize(s, ok, norm_fn)  # [C, topk]
+            if return_weights:
+                dense.append(torch.zeros(stop - start, lk, dtype=w.dtype, device=w.device).scatter_add(-1, i, w))
+            w_drop = F.dropout(w, dropout_p, training=True) if dropout_p > 0 else w
+            rows.append(torch.matmul(w_drop.unsqueeze(-2), v_sel).squeeze(-2))  # [C, dv]
+        outs.append(torch.cat(rows, dim=0))
+    out = torch.stack(outs).reshape(*batch, lq, dv)
+    return (out, torch.cat(dense).reshape(*batch, lq, lk)) if return_weights else out
 
 
 def _rows(t: Tensor, start: int, stop: int) -> Tensor:
@@ -319,6 +362,23 @@ def _check_options(lk, mask, bias, topk, window, dropout_p, temperature, chunk_s
         raise ValueError(f"attend: argument 'dropout_p' = {dropout_p!r}; expected a float in [0, 1)")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"attend: argument 'temperature' = {temperature!r}; expected a finite float > 0")
+
+
+def _check_ivf(topk, score, scale, mask, bias, causal, window) -> None:
+    if topk is None:
+        raise ValueError("attend: argument 'topk_search' needs 'topk' (the number of keys kept per query); got "
+                         "topk=None")
+    if score != "dot":
+        raise ValueError(f"attend: topk_search (an inner-product index) needs score='dot', got score={score!r}")
+    if isinstance(scale, Tensor) or not (isinstance(scale, (int, float)) and scale > 0):
+        raise ValueError(f"attend: topk_search needs a float 'scale' > 0 (the index ranks raw dot products), got "
+                         f"{type(scale).__name__ if isinstance(scale, Tensor) else repr(scale)}")
+    for name, val in (("mask", mask), ("bias", bias), ("window", window)):
+        if val is not None:
+            raise ValueError(f"attend: topk_search does not combine with '{name}' (the index searches every key); "
+                             f"got {name}={'a tensor' if isinstance(val, Tensor) else repr(val)}")
+    if causal:
+        raise ValueError("attend: topk_search does not combine with causal=True (the index searches every key)")
 
 
 def _check_score_weight(w, q, k) -> None:
