@@ -303,3 +303,30 @@ def test_load_scenario_resolves_paths_against_the_scenario_folder(tmp_path, expo
     scn = load_scenario("a/s.toml")
     assert Path(scn.channel.path).resolve() == target.resolve()
     assert scn.to_dict()["channel"]["num_drops"] == 3
+
+
+def test_example_street_file_and_scenario(tmp_path):
+    # examples/make_channel_file.py (NumPy only, with path loss) read by examples/street.toml's tables.
+    import importlib.util
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent / "examples"
+    spec = importlib.util.spec_from_file_location("make_channel_file", root / "make_channel_file.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    arrays = mod.street_channels(drops=4, seed=0)
+    gain_db = 10 * np.log10(np.mean(np.abs(arrays["h"]) ** 2))
+    assert -110 < gain_db < -70  # free-space path loss at 15-60 m, 28 GHz: it must be removed
+    mod.write(tmp_path / "s.npz", arrays)
+    mod.write(tmp_path / "t.mat", mod.street_channels(drops=20, seed=1))
+    doc = tomllib.loads((root / "street.toml").read_text())
+    doc["channel"].update(path=str(tmp_path / "s.npz"), train_path=str(tmp_path / "t.mat"))
+    doc["scenario"].update(drops=4, chunk_drops=4)
+    doc["training"]["drops"] = 4
+    scn = parse_scenario(doc)
+    (_, ep, sample), = list(episodes(scn, 0, 4))
+    power = (sample.h.abs().double() ** 2).mean((1, 2))  # [4] per drop: normalised
+    assert torch.allclose(power, torch.ones(4, dtype=torch.float64), rtol=1e-5)
+    assert bool(sample.los[:, 0].all())  # the example's LoS is present at the start of every drop
+    train = torch.cat([s.h for _, s in channel_chunks(scn, 0, 4, stream=TRAIN_STREAM)])
+    assert train.shape == (4, 250, 16)
