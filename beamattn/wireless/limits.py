@@ -56,6 +56,12 @@ field(s)                                range                       why
                                         [1, 65536]
 ======================================  ==========================  =============================================
 
+Channels read from the user's files (``backend = "file"``, :mod:`beamattn.wireless.channels.file`) have
+no such fields in the scenario: the values the file implies are checked against the same ranges instead,
+naming the file (its ``times`` give ``sample_interval`` and the drop length ``duration``; ``h`` gives
+``drops`` and ``num_subcarriers``; its ``carrier_frequency``), and the whole file, held in memory, is
+counted by the memory estimate.
+
 Sizes that are each in range can still multiply to more memory than the machine has
 (``chunk_drops x T x F x N`` channels, ``N x N`` covariances per decision):
 :func:`beamattn.wireless.scenario.estimate_memory` adds up the largest tensors before
