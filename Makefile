@@ -80,6 +80,8 @@ $(STAMP_DOCS): $(STAMP)
 
 docs: $(STAMP_DOCS)
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
+	# The built site against the code: every public name in the API reference, the generated references complete.
+	BEAMATTN_DOCS_SITE=site $(PY) -m pytest -q tests/test_docs.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) results build site *.egg-info

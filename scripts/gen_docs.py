@@ -61,8 +61,6 @@ def _md_cell(text: object) -> str:
 def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
     rows = ["| argument | value | default | description |", "|---|---|---|---|"]
     for a in parser._actions:
-        if isinstance(a, argparse._HelpAction):
-            continue
         name = ", ".join(f"`{s}`" for s in a.option_strings) or f"`{a.dest}`"
         if a.nargs == 0:
             value = "flag"
@@ -154,8 +152,10 @@ def _type_text(f: dataclasses.Field) -> str:
     return " or ".join(words.get(part.strip(), part.strip()) for part in t.split("|"))
 
 
-def _table(section: str, cls: type, defaults: Any, names: list[str], extra_rows: list[tuple] = ()) -> list[str]:
-    """The Markdown table of ``[section]``: fields ``names`` of ``cls`` with the scenario's effective default."""
+def _table(section: str, cls: type, defaults: Any, names: list[str], extra_rows: list[tuple] = (),
+           required: tuple[str, ...] = ()) -> list[str]:
+    """The Markdown table of ``[section]``: fields ``names`` of ``cls`` with the scenario's effective default
+    (read from ``defaults``), ``required`` ones marked so."""
     from beamattn.wireless.limits import RANGES
 
     docs = _field_docs(cls)
@@ -168,8 +168,7 @@ def _table(section: str, cls: type, defaults: Any, names: list[str], extra_rows:
         rng = RANGES[name].describe() if name in RANGES else "–"
         if name == "seed":
             rng = "an integer in [0, 2^63)"
-        default = "required" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
-            else _default_text(getattr(defaults, name))
+        default = "required" if name in required else _default_text(getattr(defaults, name))
         rows.append(f"| `{name}` | {_md_cell(_type_text(f))} | {default} | {rng} | "
                     f"{_md_cell(docs.get(name, ''))} |")
     return rows
@@ -230,6 +229,7 @@ def scenario_reference() -> str:
     """The scenario-file reference page (Markdown)."""
     from beamattn.wireless import scenario as S
     from beamattn.wireless.arrays import AntennaArray
+    from beamattn.wireless.limits import RANGES
     from beamattn.wireless.measurement import MeasurementConfig
     from beamattn.wireless.policies import available_policies
     from beamattn.wireless.selector import SelectorConfig
@@ -254,7 +254,8 @@ def scenario_reference() -> str:
 
     out += ["## `[scenario]`", "", "What to evaluate: the name (it names result folders: letters, digits and "
             "`_ . + = -`), the evaluation seed, the number of drops, the transmit SNR and the policies.", ""]
-    rows = _table("scenario", S.Scenario, base, [n for n in sections["scenario"] if n != "policies"])
+    rows = _table("scenario", S.Scenario, base, [n for n in sections["scenario"] if n != "policies"],
+                  required=("name",))
     rows.append(f"| `policies` | list of strings | {_default_text(base.policies)} | names of registered policies | "
                 "policies to evaluate (see the list below) |")
     out += rows + ["", "Registered policies: " + ", ".join(f"`{p}`" for p in available_policies()) + ".", ""]
@@ -264,16 +265,20 @@ def scenario_reference() -> str:
             "`speed_kmh` may be given instead of `speed` (m/s).", ""]
     for backend in S.BACKENDS:
         cls = S._backend_classes(backend)[0]
+        required: tuple[str, ...] = ()
         try:
             channel_defaults = _minimal(backend).channel
         except S.ScenarioError:  # a back-end with required fields (e.g. the file's path): the class defaults
             channel_defaults = _class_defaults(cls)
+            required = tuple(f.name for f in dataclasses.fields(cls)
+                             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         summary = _md_cell((cls.__doc__ or "").strip().split("\n\n")[0])
         out += [f"### `backend = \"{backend}\"` (`{cls.__module__}.{cls.__name__}`)", "", summary, ""]
         extra = [("`backend`", "string", '`"geometric"`', " \\| ".join(f'`"{b}"`' for b in S.BACKENDS),
                   "the channel back-end"),
-                 ("`speed_kmh`", "number", "–", "a number in [0, 3600] km/h", "user speed in km/h (sets `speed`)")]
-        out += _table(f"channel.{backend}", cls, channel_defaults, sections[f"channel.{backend}"], extra) + [""]
+                 ("`speed_kmh`", "number", "–", RANGES["speed_kmh"].describe(), "user speed in km/h (sets `speed`)")]
+        out += _table(f"channel.{backend}", cls, channel_defaults, sections[f"channel.{backend}"], extra,
+                      required) + [""]
 
     for name, cls, defaults, intro in (
             ("array", AntennaArray, base.array, "The base station's antenna array (`N = num_rows x num_cols`)."),
