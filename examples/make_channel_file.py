@@ -5,10 +5,11 @@ straight street in front of a 16-element ULA; each drop's channel carries free-s
 ``(λ / 4πd)²`` (about -90 dB at 28 GHz and 30 m), the Doppler of each path through its length ``d(t)``,
 and the array response ``a_n(u) = exp(+j 2π u · r_n)`` of beamattn's convention (``y = hᵀ w x``).
 
-    python examples/make_channel_file.py --out examples/street.npz        # or .mat / .h5
-    beamattn run examples/street.toml --out results/street
+    python examples/make_channel_file.py --out results/street/street.npz        # or .mat / .h5
+    python examples/make_channel_file.py --out results/street/street-train.npz --seed 1 --drops 100
+    beamattn run examples/street.toml --out results/street/run
 
-``examples/street.toml`` reads ``street.npz`` with ``normalize = "per-drop"``; with ``"none"`` the same
+``examples/street.toml`` reads ``results/street/street.npz`` with ``normalize = "per-drop"``; with ``"none"`` the same
 channels give a genie SNR ~90 dB lower (their path loss).
 """
 
@@ -72,11 +73,12 @@ def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("examples/street.npz"))
+    ap.add_argument("--out", type=Path, default=Path("results/street/street.npz"))
     ap.add_argument("--drops", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     arrays = street_channels(args.drops, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write(args.out, arrays)
     power = np.mean(np.abs(arrays["h"]) ** 2)
     print(json.dumps({"wrote": str(args.out), "h": list(arrays["h"].shape),
