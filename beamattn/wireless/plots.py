@@ -494,4 +494,8 @@ def run_figures(trace: dict, summary: dict, scn, fig_dir: Path) -> list[str]:
         _attention_weights(trace, scn, fig_dir, paths)
         _beam_pattern(trace, scn, fig_dir, paths)
         _accuracy_overhead(trace, summary, scn, fig_dir, paths)
+        if getattr(scn, "backend", None) == "sionna-rt":  # top-down map of the scene with the tracks
+            from .scene_map import run_scene_map
+
+            run_scene_map(trace, scn, fig_dir, paths)
     return paths

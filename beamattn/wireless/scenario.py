@@ -10,7 +10,8 @@ or misspelt fields are errors that name the field and suggest the closest one):
     ``outage_db`` (outage threshold on the received SNR, dB), ``policies``.
 ``[channel]``
     ``backend`` = ``"geometric"`` (default) | ``"sionna-cdl"`` | ``"sionna-urban"`` | ``"file"`` (the user's
-    own channels: :mod:`~beamattn.wireless.channels.file`, ``path`` relative to the scenario file);
+    own channels: :mod:`~beamattn.wireless.channels.file`, ``path`` relative to the scenario file) |
+    ``"sionna-rt"`` (ray-traced city scenes: :mod:`~beamattn.wireless.channels.sionna_rt`);
     ``speed_kmh`` (converted to ``speed`` in m/s) and the fields of the back-end's
     config dataclass (:class:`~beamattn.wireless.channels.geometric.GeometricConfig`, ...).
 ``[array]``
@@ -60,7 +61,7 @@ from .selector import SelectorConfig
 __all__ = ["Scenario", "TrainingConfig", "CodebookConfig", "MemoryItem", "load_scenario", "parse_scenario",
            "estimate_memory", "check_memory", "ScenarioError"]
 
-BACKENDS = ("geometric", "sionna-cdl", "sionna-urban", "file")
+BACKENDS = ("geometric", "sionna-cdl", "sionna-urban", "file", "sionna-rt")
 
 
 class ScenarioError(ValueError):
@@ -157,6 +158,10 @@ def _backend_classes(backend: str):
         from .channels.file import FileChannel, FileConfig
 
         return FileConfig, FileChannel
+    if backend == "sionna-rt":  # ray-traced scenes; sionna.rt itself is imported only when channels are traced
+        from .channels.sionna_rt import SionnaRTChannel, SionnaRTConfig
+
+        return SionnaRTConfig, SionnaRTChannel
     raise ValueError(f"channel: field 'backend' = {backend!r}; expected one of {BACKENDS}")
 
 
@@ -441,6 +446,11 @@ def estimate_memory(scn: Scenario) -> list[MemoryItem]:
 
         nbytes, fields = _memory_bytes(c)
         items.append(MemoryItem("file channels [drops, T, F, N] x 2 (read whole, then normalised)", nbytes, fields))
+    elif scn.backend == "sionna-rt":
+        p = 160 if c.diffraction else 40  # traced paths per position (measured: munich <= 19, ~150 with diffraction)
+        items.append(MemoryItem("evolved path coefficients [B, T, N, P] x 4 (two traces, phases, products)",
+                                4 * b * t * n * p * cb, f"{chunk}, {shape_t}, {shape_n}, P ~ {p} traced paths "
+                                                        f"(diffraction {c.diffraction})"))
     else:
         p = 24 if scn.backend == "sionna-cdl" else 24 * 20  # CDL clusters; UMi/UMa/RMa clusters x rays
         items.append(MemoryItem("path coefficients [B, T, N, P]", b * t * n * p * cb,
