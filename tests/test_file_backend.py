@@ -349,3 +349,19 @@ def test_sweep_over_file_channels_equals_the_generated_sweep(tmp_path, exported)
         res = run_sweep(load_sweep(tmp_path / f"{kind}.sweep.toml"), tmp_path / kind, progress=False, figures=False)
         sums[kind] = [c["results"] for c in res.summary["cells"]]
     assert sums["file"] == sums["gen"] and len(sums["file"]) == 2
+
+
+@pytest.mark.slow  # ~20 s on 2 loaded cores; the selector's training on file channels runs in the default suite
+def test_cli_trains_a_learned_baseline_on_file_channels(tmp_path, exported):
+    a = _plain(exported)
+    many = {k: (np.concatenate([v] * 7) if k in ("h", "positions", "los") else v) for k, v in a.items()}  # 21 drops
+    _write_npz(tmp_path / "train.npz", **many)
+    doc = file_doc(exported["path"], train_path="train.npz")
+    doc["training"] = {"drops": 4, "steps": 2, "batch": 16, "lr": 0.01}
+    scn = write_scenario(tmp_path / "f.toml", doc)
+    rc, _, err = run_cli(["train", scn, "--model", "mlp", "--out", str(tmp_path / "m")])
+    assert rc == 0, err
+    assert (tmp_path / "m" / "mlp.safetensors").is_file()
+    rc, _, err = run_cli(["run", scn, "--out", str(tmp_path / "r"), "--no-figures", "--policies", "genie,mlp",
+                          "--policy-checkpoint", f"mlp={tmp_path / 'm' / 'mlp.safetensors'}"])
+    assert rc == 0, err
