@@ -12,6 +12,7 @@ NAME     := $(basename $(notdir $(SCENARIO)))
 SEED     ?= 0
 
 .PHONY: demo core-demo experiments test test-slow test-keras bench mutation docs clean
+.PHONY: raytraced raytraced-crosssite test-raytracing
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +71,34 @@ bench: $(STAMP)
 	$(PY) scripts/bench_wireless.py --out results/bench_wireless.json
 	$(PY) scripts/bench_sweep.py
 	$(PY) scripts/bench_linklevel.py --out results/bench_linklevel.json
+
+# Ray-traced channels (backend = "sionna-rt", docs/raytracing.md) from a fresh clone: installs sionna-rt and, as root on
+# Debian, libllvm19 when missing (Dr.Jit aborts the process with Debian's libLLVM 15); sionna-rt's sionna/__init__.py
+# imports rt eagerly, so sionna-no-rt's (lazy) one is put back. `make demo` never needs any of it.
+STAMP_RT := $(VENV)/.installed-rt
+$(STAMP_RT): $(STAMP)
+	@if ! ls /usr/lib/*/libLLVM*.so.19* >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q libllvm19 || (apt-get update -q && apt-get install -y -q libllvm19); \
+	  else echo "raytraced: libLLVM 19 is missing and this is not root: run 'sudo apt-get install -y libllvm19'" >&2; exit 2; fi; \
+	fi
+	$(PY) -m pip install -q -e '.[test,rt]'
+	$(PY) -m pip install -q --force-reinstall --no-deps "sionna-no-rt==$$($(PY) -c 'import importlib.metadata as m; print(m.version("sionna-no-rt"))')"
+	touch $(STAMP_RT)
+
+# Train the selector on the ray-traced munich-vehicular and evaluate every policy on it (cold: ~10-20 min on 2 loaded
+# cores; every solve is cached in $$BEAMATTN_RT_CACHE, default ~/.cache/beamattn/rt, so a rerun takes seconds).
+RT_SCENARIO ?= scenarios/munich-vehicular.toml
+RT_NAME     := $(basename $(notdir $(RT_SCENARIO)))
+raytraced: $(STAMP_RT)
+	nice -n 10 $(VENV)/bin/beamattn train $(RT_SCENARIO) --out results/train-$(RT_NAME) --force
+	nice -n 10 $(VENV)/bin/beamattn run $(RT_SCENARIO) --checkpoint results/train-$(RT_NAME)/selector.safetensors --out results/$(RT_NAME) --force
+
+# Cross-site: the selector trained on munich evaluated on the held-out florence scene (same radio set-up).
+raytraced-crosssite: raytraced
+	nice -n 10 $(VENV)/bin/beamattn run scenarios/florence-vehicular.toml --checkpoint results/train-$(RT_NAME)/selector.safetensors --out results/florence-vehicular-from-$(RT_NAME) --force
+
+test-raytracing: $(STAMP_RT)
+	$(PY) -m pytest -q -m raytracing tests/test_sionna_rt.py
 
 # The documentation site (docs/, mkdocs.yml) into site/, warnings as errors: the command, scenario-file, API and
 # tutorial pages are generated from the code at build time (scripts/gen_docs.py).

@@ -93,17 +93,17 @@ def corr(x: torch.Tensor, y: torch.Tensor) -> float:
 @pytest.mark.parametrize("field, value, expected", [
     ("scene", "atlantis", "Mitsuba XML"),
     ("scene", "/no/such/scene.xml", "Mitsuba XML"),
-    ("trace_spacing", 0.75, "(0.0, 0.5]"),
-    ("trace_spacing", 0.0, "(0.0, 0.5]"),
+    ("trace_spacing", 0.75, "(0, 0.5] m"),
+    ("trace_spacing", 0.0, "(0, 0.5] m"),
     ("max_depth", -1, "an integer in [0, 10]"),
     ("samples_per_src", 10.5, "an integer"),
     ("antenna_pattern", "omni", "'tr38901'"),
     ("normalization", "per-link", "'per-drop'"),
     ("diffraction", 1, "true or false"),
-    ("tilt_deg", 120.0, "[-90, 90]"),
+    ("tilt_deg", 120.0, "[-90, 90] degrees"),
     ("max_distance", 5.0, "> min_distance"),
     ("look_at_y", None, "all three"),
-    ("sector_half_width_deg", 0.0, "(0.0, 180.0]"),
+    ("sector_half_width_deg", 0.0, "(0, 180] degrees"),
 ])
 def test_config_errors_name_the_field(field, value, expected):
     with pytest.raises(ValueError) as e:

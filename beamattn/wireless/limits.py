@@ -54,6 +54,13 @@ field(s)                                range                       why
 ``temperature`` (selector)              [0.001, 1000]               score scale; 1e-300 made 1/T overflow
 ``d_model``, ``neighbours``, ``topk``   [1, 4096], [0, 512],        the selector's keys
                                         [1, 65536]
+``trace_spacing`` (sionna-rt)          (0, 0.5] m                  Doppler evolution holds over ~0.5 m (measured)
+``max_depth``, ``samples_per_src``      [0, 10], [10^3, 10^8]       ray bounces; rays shot per solve
+``map_resolution``, ``street_clearance``  [0.1, 20] m, [0, 50] m    height-map cell; distance kept from walls
+``sector_half_width_deg``               (0, 180] deg                half a circle either side
+``yaw_deg``, ``tilt_deg``               [-360, 360], [-90, 90] deg  BS orientation (tilt: down is positive)
+``bs_x`` .. ``look_at_z``               [-100 km, 100 km]           scene coordinates
+``solver_seed``                         [0, 2^31 - 1]               Sionna RT's PathSolver seed
 ======================================  ==========================  =============================================
 
 Channels read from the user's files (``backend = "file"``, :mod:`beamattn.wireless.channels.file`) have
@@ -154,6 +161,17 @@ RANGES: dict[str, Range] = {
     "d_model": Range(1, 4096, integer=True),
     "neighbours": Range(0, 512, integer=True),
     "topk": Range(1, 65536, integer=True),
+    # the ray-traced back-end (beamattn.wireless.channels.sionna_rt)
+    "trace_spacing": Range(0.0, 0.5, "m", open_lo=True),
+    "max_depth": Range(0, 10, integer=True),
+    "samples_per_src": Range(1000, 10**8, integer=True),
+    "map_resolution": Range(0.1, 20.0, "m"),
+    "street_clearance": Range(0.0, 50.0, "m"),
+    "sector_half_width_deg": Range(0.0, 180.0, "degrees", open_lo=True),
+    "yaw_deg": Range(-360.0, 360.0, "degrees"),
+    "tilt_deg": Range(-90.0, 90.0, "degrees"),
+    **{name: Range(-1e5, 1e5, "m") for name in ("bs_x", "bs_y", "bs_z", "look_at_x", "look_at_y", "look_at_z")},
+    "solver_seed": Range(0, 2**31 - 1, integer=True),
 }
 
 
