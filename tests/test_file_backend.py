@@ -365,3 +365,18 @@ def test_cli_trains_a_learned_baseline_on_file_channels(tmp_path, exported):
     rc, _, err = run_cli(["run", scn, "--out", str(tmp_path / "r"), "--no-figures", "--policies", "genie,mlp",
                           "--policy-checkpoint", f"mlp={tmp_path / 'm' / 'mlp.safetensors'}"])
     assert rc == 0, err
+
+
+def test_pickled_and_damaged_files_are_one_line(tmp_path, exported):
+    a = _plain(exported)
+    obj = np.empty(150, dtype=object)
+    obj[:] = [float(x) for x in a["times"]]
+    path = tmp_path / "obj.npz"
+    np.savez(path, **{**a, "times": obj})  # an object array: would need unpickling
+    with pytest.raises(ScenarioError, match=r"field 'times' cannot be read \(ValueError: Object arrays cannot be "
+                                            r"loaded when allow_pickle=False.*expected a numeric array"):
+        parse_scenario(file_doc(path))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(Path(exported["path"]).read_bytes()[:200])
+    with pytest.raises(ScenarioError, match=r"broken.npz' cannot be read as .npz \(BadZipFile"):
+        parse_scenario(file_doc(broken))

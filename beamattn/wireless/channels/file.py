@@ -113,6 +113,9 @@ class _Reader:
                 self._h5_info()
         except ValueError:
             raise
+        except ImportError as e:  # SciPy (.mat) or h5py (.h5) missing
+            raise ValueError(f"channel: file {str(path)!r} needs {e.name} to be read ({self.suffix}); expected it "
+                             "installed: pip install 'beamattn[files]'") from None
         except Exception as e:  # a damaged or foreign file: one line naming it
             raise ValueError(f"channel: file {str(path)!r} cannot be read as {self.suffix} "
                              f"({type(e).__name__}: {str(e)[:120]})") from None
@@ -152,6 +155,14 @@ class _Reader:
                     self.info[name] = (tuple(np.shape(value)), np.asarray(value).dtype)
 
     def read(self, name: str) -> np.ndarray:
+        """The array ``name``; a damaged member or an object (pickled) array is one error line naming it."""
+        try:
+            return self._read(name)
+        except Exception as e:
+            raise ValueError(f"channel: file {str(self.path)!r} field {name!r} cannot be read "
+                             f"({type(e).__name__}: {str(e)[:120]}); expected a numeric array") from None
+
+    def _read(self, name: str) -> np.ndarray:
         if self.suffix == ".npz":
             with np.load(self.path, allow_pickle=False) as f:  # never unpickle a user's file
                 return f[name]
