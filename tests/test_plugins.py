@@ -2,6 +2,7 @@
 entry points (lazy), one-line errors, and the records of what ran."""
 
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import sys
@@ -82,6 +83,11 @@ def test_loading_twice_is_a_no_op():
     assert a is b and "smoothed-set-b" in POLICIES
 
 
+# Runs in a Dask worker: a lambda is pickled by value (this test module is not importable there).
+_has_example_policy = lambda: (  # noqa: E731
+    "smoothed-set-b" in importlib.import_module("beamattn.wireless.policies").POLICIES)
+
+
 def test_sweep_with_a_plugin_in_process_and_in_dask_workers(tmp_path):
     from distributed import Client, LocalCluster
 
@@ -99,10 +105,10 @@ def test_sweep_with_a_plugin_in_process_and_in_dask_workers(tmp_path):
     # A Dask worker process (a fresh interpreter) loads the plugin itself before its tasks.
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        before = client.run(lambda: "smoothed-set-b" in __import__("beamattn.wireless.policies").wireless.policies.POLICIES)
+        before = client.run(_has_example_policy)
         res = run_sweep(load_sweep(tmp_path / "sw.toml"), tmp_path / "b", client=client, progress=False,
                         figures=False, plugins=[str(EXAMPLE)])
-        after = client.run(lambda: "smoothed-set-b" in __import__("beamattn.wireless.policies").wireless.policies.POLICIES)
+        after = client.run(_has_example_policy)
     assert list(before.values()) == [False] and list(after.values()) == [True]
     assert res.summary == summary  # the same numbers in this process and in a worker
     assert len(summary["cells"]) == 2
@@ -206,7 +212,8 @@ def test_entry_point_policies_are_found_lazily(tmp_path, monkeypatch):
              for p in ("best-of-set-b", "ep-best-of-set-b")}
     assert means["ep-best-of-set-b"] == means["best-of-set-b"]  # the same class under another name
     (rec,) = meta["plugins"]
-    assert rec["source"] == "entry point" and rec["spec"] == "entry-point:fake" and rec["policies"] == ["ep-best-of-set-b"]
+    assert rec["source"] == "entry point" and rec["spec"] == "entry-point:fake"
+    assert rec["policies"] == ["ep-best-of-set-b"]
 
 
 def test_a_failing_entry_point_is_one_line_and_only_when_needed(tmp_path, monkeypatch):

@@ -252,9 +252,9 @@ def _inspect(path_text: str, field_name: str, array: AntennaArray) -> _FileInfo:
             close = [k for k in FIELDS if k.lower() == name.lower()] or difflib.get_close_matches(name, FIELDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"{f}: unknown field {name!r}{hint}; expected names from {list(FIELDS)}")
-    for name in ("h", "times"):
+    for name, what in (("h", "h [B, T, (F,) N] complex"), ("times", "times [T] seconds")):
         if name not in r.info:
-            raise ValueError(f"{f}: field {name!r} is missing; expected {'h [B, T, (F,) N] complex' if name == 'h' else 'times [T] seconds'}")
+            raise ValueError(f"{f}: field {name!r} is missing; expected {what}")
     shape, dtype = r.info["h"]
     if len(shape) not in (3, 4):
         raise ValueError(f"{f}: field 'h' has shape {list(shape)}; expected [B, T, N] or [B, T, F, N]")
