@@ -83,15 +83,59 @@ def test_post_ln_shouting_head(tmp_path):
     assert all(len(t[norm][tag]["loss"]) == t["steps"] for norm in ("pre", "post") for tag in ("baseline", "shouting"))
 
 
+def test_noise_to_signal_pieces_are_unbiased():
+    """Gradients g_i = μ + noise (known μ, known covariance): the estimator's tr Σ and ||μ||² are unbiased
+    (Monte Carlo mean over many repeats equals the truth), while the plain ||ḡ||² is biased by tr Σ / M."""
+    import torch
+
+    from beamattn.experiments.e04_multihead_variance import noise_to_signal
+
+    g = torch.Generator().manual_seed(0)
+    p, m, reps = 20, 8, 4000
+    mu = 0.1 * torch.ones(p)  # ||μ||² = 0.2
+    sd = torch.linspace(0.2, 1.0, p)  # tr Σ = Σ sd²
+    grads = mu + sd * torch.randn(reps, m, p, generator=g)
+    est = [noise_to_signal(grads[r]) for r in range(reps)]
+    trace = np.array([e["trace_cov"] for e in est])
+    signal = np.array([e["mean_sq_unbiased"] for e in est])
+    plain = (grads.mean(1) ** 2).sum(-1).numpy()
+    true_trace, true_signal = float((sd ** 2).sum()), float((mu ** 2).sum())
+    assert abs(trace.mean() - true_trace) < 4 * trace.std() / math.sqrt(reps)
+    assert abs(signal.mean() - true_signal) < 4 * signal.std() / math.sqrt(reps)
+    assert plain.mean() - true_signal > 0.9 * true_trace / m  # the biased version the old experiment used
+
+
+def test_matched_loss_ratio_and_stability_rules():
+    from beamattn.experiments.e04_multihead_variance import matched_loss_ratio, spikes, stable
+
+    # H=8's variance is half H=1's at every loss: the ratio is 0.5 whatever the runs' step spacing
+    loss1, loss8 = [2.0, 1.5, 1.0, 0.5], [1.9, 1.2, 0.8]
+    var1 = [math.exp(lo) for lo in loss1]
+    var8 = [0.5 * math.exp(lo) for lo in loss8]
+    assert matched_loss_ratio(loss1, var1, loss8, var8) == pytest.approx(0.5, rel=1e-9)
+    assert matched_loss_ratio([2.0, 1.5], [1, 1], [1.0, 0.5], [1, 1]) is None  # no common loss range
+    assert spikes([1.0] * 25 + [1.6] + [1.0] * 5) == 1
+    assert stable([3.0] * 5 + [1.0] * 10, 15) and not stable([3.0] * 5 + [2.5] * 10, 15)
+    assert not stable([3.0] * 5 + [float("nan")] + [1.0] * 9, 15)
+
+
 def test_multihead_gradient_variance(tmp_path):
     r = run_small("multihead-gradient-variance", tmp_path)
     n = r.numbers
-    c = n["checks"]
     # Same parameter count for every number of heads.
-    assert c["equal_param_counts"] and len(set(n["params"].values())) == 1 and len(set(n["attn_params"].values())) == 1
-    # At initialisation attention is near uniform: the number of heads does not change the variance.
-    assert 0.9 <= c["rel_var_ratio_H8_over_H1_per_checkpoint"][0] <= 1.1
-    # `supported` is exactly the stated comparison (not asserted either way at small scale).
-    assert r.supported == (c["rel_var_ratio_H8_over_H1_trained_gmean"] <= c["margin"])
+    assert n["equal_param_counts"]
+    runs = n["runs"]
     for h in map(str, n["heads"]):
-        assert all(v > 0 for v in n["by_heads"][h]["var_attn"]["mean"])
+        cps = runs[h]["checkpoints"]
+        assert len(cps) == len(n["checkpoints"])
+        assert all(c[g]["trace_cov"] > 0 for c in cps for g in ("attention", "qkv", "w_o", "upstream"))
+        # the run learns: the probe loss falls from initialisation to the end
+        assert cps[-1]["loss"] < cps[0]["loss"] - 0.2
+    # same minibatches, same seeds: at initialisation (near-uniform attention) H does not change the variance much
+    a0 = [runs[h]["checkpoints"][0]["attention"]["trace_cov"] for h in ("1", "8")]
+    assert 0.5 < a0[1] / a0[0] < 2.0
+    lr = n["lr_sweep"]
+    for h in ("1", "8"):
+        assert len(lr[h]["stable"]) == len(n["lr_grid"]) and all(s >= 0 for s in lr[h]["spikes"])
+    # `supported` is exactly the stated comparison (not asserted either way at small scale).
+    assert r.supported == all(c["holds"] for c in r.criteria)
