@@ -47,8 +47,10 @@ _CHECKPOINT_KEY = "beamattn_config"  # metadata key of a torch checkpoint (beama
 
 # The fields of beamattn.wireless.selector.SelectorConfig (kept in step by tests/test_keras_export.py).
 _CONFIG_FIELDS = ("normalizer", "mode", "topk", "temperature", "history", "neighbours", "d_model", "cophase",
-                  "learned", "grid")
-_OPTIONAL_FIELDS = ("grid",)  # absent = None (files written before the field existed, and every 1-D selector)
+                  "learned", "grid", "arch", "layers", "heads", "query", "phase_predict", "phase_lead")
+# Absent = None for grid (files written before the field existed, and every 1-D selector); absent = "conv" for
+# arch and its fields (the only architecture the Keras layer implements: a file that names another is refused).
+_OPTIONAL_FIELDS = ("grid", "arch", "layers", "heads", "query", "phase_predict", "phase_lead")
 
 
 class SelectorFileError(ValueError):
@@ -95,6 +97,13 @@ def check_selector_config(cfg: object, where: str = "selector") -> dict:
     def is_int(v: object) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    arch = cfg.get("arch", "conv")
+    if arch != "conv":
+        raise SelectorFileError(f"{where}: field 'arch' = {arch!r} has no Keras port; expected 'conv' (the "
+                                "convolution-key selector)")
+    extra = sorted(k for k in ("layers", "heads", "query", "phase_predict", "phase_lead") if k in cfg)
+    if extra:
+        raise SelectorFileError(f"{where}: fields {extra} apply to arch = 'transformer'; expected them left out")
     checks = (
         ("normalizer", cfg["normalizer"] in ("softmax", "sparsemax", "entmax15"),
          "'softmax', 'sparsemax' or 'entmax15'"),

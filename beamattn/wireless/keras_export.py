@@ -76,10 +76,15 @@ def check_selector_forward(selector: AttentionSelector) -> None:
             raise ValueError(f"weight {name!r} has {int((~torch.isfinite(t)).sum())} NaN/Inf values; expected "
                              "finite weights")
     rsrp, phase = representative_reports(selector)
+    history = None
+    if selector.config.phase_predict:  # a phase history ending at the latest phases, with per-beam slopes
+        slope = torch.linspace(-3.0, 3.0, phase.shape[-1], dtype=phase.dtype, device=phase.device)  # [M] rad/period
+        steps = torch.arange(1 - selector.config.history, 1, dtype=phase.dtype, device=phase.device)  # [L]
+        history = phase[:, None, :] + steps[:, None] * slope  # [S, L, M]
 
     def bad_outputs() -> int:
         try:
-            beams = selector(rsrp, phase).beams  # [S, N]
+            beams = selector(rsrp, phase, phase_history=history).beams  # [S, N]
         except (ValueError, RuntimeError):  # NaN scores: the core refuses them (or entmax's gather fails)
             return rsrp.shape[0]
         norm = torch.linalg.vector_norm(beams, dim=-1)  # [S]
@@ -128,6 +133,9 @@ def export_selector_keras(selector: AttentionSelector, out: str | Path, *, sourc
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export: argument '--out' = {str(out)!r}; expected a file name ending in .safetensors")
+    if selector.config.learned and selector.config.arch != "conv":
+        raise ValueError(f"export: {source}: selector arch = {selector.config.arch!r} has no Keras port yet; "
+                         "expected arch = 'conv' (the Keras layer implements the convolution-key selector only)")
     weights = {}
     if selector.config.learned:
         state = selector.state_dict()

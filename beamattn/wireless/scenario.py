@@ -305,6 +305,11 @@ def parse_scenario(data: dict, source: str = "<memory>", *, max_memory: int | No
         # Everything that computing would refuse later is refused now, before any drop is generated.
         num_beams = _num_beams(array, codebook)
         scn.selector = _selector_grid(selector, data.get("selector", {}), array, codebook, num_beams)
+        if scn.selector.arch == "transformer" and "phase_lead" not in data.get("selector", {}):
+            # The phase predictor's horizon: from the latest report to the middle of the use interval, in periods.
+            dt = getattr(channel, "sample_interval", None) or measurement.period
+            p_steps, d_steps = max(1, round(measurement.period / dt)), round(measurement.delay / dt)
+            scn.selector = dataclasses.replace(scn.selector, phase_lead=(d_steps + (p_steps - 1) / 2) / p_steps)
         if measurement.set_b > num_beams:
             raise ValueError(f"measurement: field 'set_b' = {measurement.set_b} is larger than Set A ({num_beams} "
                              f"beams); expected 0 <= set_b <= {num_beams}")

@@ -33,8 +33,9 @@ from torch import Tensor, nn
 
 from ..core import attend
 from ..core.diagnostics import attention_entropy
+from .selector_context import BeamSelfAttention, grid_positions, predict_phase
 
-__all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features"]
+__all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features", "selector_forward"]
 
 _FLOOR_DB = -40.0  # reports this far below the best beam carry no information
 _INFERENCE_CHUNK = 1024  # decisions per chunk when selecting without gradients, on the CPU
@@ -65,6 +66,19 @@ class SelectorConfig:
             2-D convolution over ``(m_v, m_h)``. ``None`` (or ``M_v == 1``, stored as ``None``) = a
             circular 1-D convolution over the codebook index (ULA DFT codebooks, user codebooks).
             Scenarios set it from a UPA's DFT codebook; ``M_v·M_h`` must equal the codebook size.
+        arch: ``"conv"`` (keys = the convolution above, one fixed learned query: the selector of checkpoints
+            without the field) or ``"transformer"`` (contextual keys and query, the fields below; see
+            :mod:`beamattn.wireless.selector_context`).
+        layers: self-attention blocks among the beam tokens (0 = off: the convolution's keys).
+        heads: attention heads of each block (must divide ``d_model``).
+        query: ``"fixed"`` (one learned goal vector) or ``"context"`` (the goal plus a projection of the
+            measured beams' mean token and the serving beam's token: the link's state enters the query).
+        phase_predict: co-phase with each beam's phase predicted at the use interval from its phase history
+            (least-squares Doppler per beam, :func:`~beamattn.wireless.selector_context.predict_phase`)
+            instead of the latest reported phase.
+        phase_lead: how far ahead the phase is predicted, in units of the phase samples' spacing (report
+            periods): (reporting delay + half the use interval) / period, 0.75 for 5 ms + 10 ms over 20 ms.
+            Scenarios set it from the measurement timeline unless ``[selector]`` gives it.
     """
 
     normalizer: str = "sparsemax"
@@ -77,6 +91,12 @@ class SelectorConfig:
     cophase: bool = False
     learned: bool = True
     grid: tuple[int, int] | None = None
+    arch: str = "conv"
+    layers: int = 1
+    heads: int = 4
+    query: str = "fixed"
+    phase_predict: bool = False
+    phase_lead: float = 0.75
 
     def __post_init__(self) -> None:
         grid = self.grid
@@ -97,10 +117,26 @@ class SelectorConfig:
             ("history", isinstance(self.history, int) and self.history >= 1, "an integer >= 1"),
             ("neighbours", isinstance(self.neighbours, int) and self.neighbours >= 0, "an integer >= 0"),
             ("d_model", isinstance(self.d_model, int) and self.d_model >= 1, "an integer >= 1"),
+            ("arch", self.arch in ARCHS, "'conv' or 'transformer'"),
+            ("layers", isinstance(self.layers, int) and not isinstance(self.layers, bool) and 0 <= self.layers <= 8,
+             "an integer in [0, 8] (self-attention layers among beams)"),
+            ("heads", isinstance(self.heads, int) and not isinstance(self.heads, bool) and self.heads >= 1
+             and (self.arch != "transformer" or self.d_model % self.heads == 0),
+             f"an integer >= 1 that divides d_model = {self.d_model}"),
+            ("query", self.query in ("fixed", "context"), "'fixed' or 'context'"),
+            ("phase_predict", isinstance(self.phase_predict, bool), "true or false"),
+            ("phase_lead", isinstance(self.phase_lead, (int, float)) and not isinstance(self.phase_lead, bool)
+             and math.isfinite(self.phase_lead) and 0 <= self.phase_lead <= 100, "a number in [0, 100] (periods)"),
         )
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"selector: field '{name}' = {getattr(self, name)!r}; expected {expected}")
+        if self.arch == "conv":
+            # Today's selector has none of these parts: a value other than the default would be silently unused.
+            for name in TRANSFORMER_FIELDS:
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ValueError(f"selector: field '{name}' = {getattr(self, name)!r} applies to arch = "
+                                     f"'transformer'; expected arch = 'transformer', or the field left out")
 
     def kernel_radii(self) -> tuple[int, int]:
         """``(n_v, n_h)``: the key convolution's reach on each grid axis (``(0, neighbours)`` without a grid)."""
@@ -113,11 +149,20 @@ class SelectorConfig:
         """The fields as plain JSON types; ``grid`` as a list, and left out when None (so 1-D configs,
         checkpoints and Keras files are the same as before the field existed)."""
         d = asdict(self)
+        if self.arch == "conv":  # today's selector: the same dict (checkpoints, Keras files) as before arch existed
+            for name in ("arch", *TRANSFORMER_FIELDS):
+                del d[name]
         if self.grid is None:
             del d["grid"]
         else:
             d["grid"] = list(self.grid)
         return d
+
+
+ARCHS = ("conv", "transformer")
+# Fields used only by arch = "transformer" (left out of a conv config's dict).
+TRANSFORMER_FIELDS = ("layers", "heads", "query", "phase_predict", "phase_lead")
+_DEFAULTS = {name: SelectorConfig.__dataclass_fields__[name].default for name in TRANSFORMER_FIELDS}
 
 
 @dataclass
@@ -200,6 +245,26 @@ class AttentionSelector(nn.Module):
             self.beam_bias = nn.Parameter(torch.zeros(self.num_beams, dtype=real, device=dev))  # [M]
             query = torch.randn(config.d_model) / math.sqrt(config.d_model)  # [d]
             self.query = nn.Parameter(query.to(device=dev, dtype=real))
+            if config.arch == "transformer":
+                self._build_context(config, dev, real)
+
+    def _build_context(self, config: SelectorConfig, dev: torch.device, real: torch.dtype) -> None:
+        """The contextual parts: self-attention among beams, a query from the link's state."""
+        grid = config.grid or (1, self.num_beams)
+        self.register_buffer("positions", grid_positions(self.num_beams, config.grid, device=dev),
+                             persistent=False)  # [M, 2] (m_v, m_h)
+        self.blocks = nn.ModuleList(BeamSelfAttention(config.d_model, config.heads, grid)
+                                    for _ in range(config.layers))
+        self.blocks.to(device=dev, dtype=real)
+        if config.query == "context":
+            # [mean token of the measured beams, token of the serving beam] -> a query offset. The output layer
+            # starts at zero: a fresh contextual query is the fixed one, and training adds what the context buys.
+            self.query_norm = nn.LayerNorm(2 * config.d_model)
+            self.query_net = nn.Linear(2 * config.d_model, config.d_model)
+            nn.init.zeros_(self.query_net.weight)
+            nn.init.zeros_(self.query_net.bias)
+            self.query_norm.to(device=dev, dtype=real)
+            self.query_net.to(device=dev, dtype=real)
 
     # ------------------------------------------------------------------ keys and values
 
@@ -215,7 +280,27 @@ class AttentionSelector(nn.Module):
         else:
             m_v, m_h = self.config.grid
             k = self.key_net(feat.unflatten(-1, (m_v, m_h))).flatten(-2)  # [S, L+1, Mv, Mh] -> [S, d, M]
-        return k.reshape(*batch, *k.shape[1:]).transpose(-2, -1)  # [..., M, d] (a view: attend uses [d, M])
+        k = k.reshape(*batch, *k.shape[1:]).transpose(-2, -1)  # [..., M, d] (a view: attend uses [d, M])
+        if self.config.arch == "transformer" and self.config.layers > 0:
+            x = k.reshape(-1, *k.shape[-2:])  # [S, M, d]
+            for block in self.blocks:
+                x = block(x, self.positions, self.measured)  # [S, M, d]: each beam's key knows the measured beams
+            k = x.reshape(k.shape)  # [..., M, d]
+        return k
+
+    def queries(self, k: Tensor, rsrp_db: Tensor) -> Tensor:
+        """The query ``[..., 1, d]`` for keys ``k [..., M, d]`` (learned selector)."""
+        batch = k.shape[:-2]
+        q = self.query.expand(*batch, 1, -1)  # [..., 1, d]
+        if self.config.arch != "transformer" or self.config.query != "context":
+            return q
+        w = self.measured.to(k.dtype) / self.measured.sum()  # [M] mean over the measured beams
+        pooled = torch.einsum("...md,m->...d", k, w)  # [..., d]
+        latest = rsrp_db[..., -1, :].masked_fill(~self.measured, float("-inf"))  # [..., M]
+        serving = latest.argmax(-1)  # [...] the strongest reported beam: the one the link is on
+        own = k.gather(-2, serving[..., None, None].expand(*batch, 1, k.shape[-1])).squeeze(-2)  # [..., d]
+        ctx = self.query_net(self.query_norm(torch.cat([pooled, own], -1)))  # [..., d]
+        return q + ctx.unsqueeze(-2)  # [..., 1, d]
 
     def values(self, phase: Tensor | None) -> Tensor:
         """Values ``[..., M, 2N]`` real: beams, co-phased by ``-phase [..., M]`` when given."""
@@ -228,17 +313,32 @@ class AttentionSelector(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, rsrp_db: Tensor, phase: Tensor | None = None) -> SelectorOutput:
+    def forward(self, rsrp_db: Tensor, phase: Tensor | None = None, phase_history: Tensor | None = None,
+                phase_lead: float | None = None) -> SelectorOutput:
         """Select beams.
 
         Args:
             rsrp_db: ``[..., L, M]`` reports in dB (oldest first; only Set B entries are read).
             phase: ``[..., M]`` latest reported phases (rad), used when ``cophase``.
+            phase_history: ``[..., T, M]`` equally spaced phases (rad), oldest first, the last one at the latest
+                report: read when ``phase_predict`` (then ``phase`` may be omitted). E.g. the last ``T`` reports,
+                or a CSI-RS burst of ``T`` instances within the latest period.
+            phase_lead: the prediction horizon in units of ``phase_history``'s spacing (default
+                ``config.phase_lead``, which counts report periods).
 
         Returns:
             :class:`SelectorOutput` with ``beams [..., N]`` complex64/128 unit norm.
         """
         batch = rsrp_db.shape[:-2]
+        if self.config.phase_predict and self.config.cophase:
+            if phase_history is None:
+                raise ValueError("selector: 'phase_predict' is on but no 'phase_history' [..., T, M] was given")
+            if phase_history.dim() < 2 or phase_history.shape[:-2] != batch \
+                    or phase_history.shape[-1] != self.num_beams:
+                raise ValueError(f"selector: argument 'phase_history' has shape {tuple(phase_history.shape)}; "
+                                 f"expected {tuple(batch)} + [T, M={self.num_beams}]")
+            lead = self.config.phase_lead if phase_lead is None else phase_lead
+            phase = predict_phase(phase_history.to(self.beams.real.dtype), lead)  # [..., M] at the use interval
         chunk = _INFERENCE_CHUNK if rsrp_db.device.type == "cpu" else _INFERENCE_CHUNK_GPU
         if torch.is_grad_enabled() or math.prod(batch) <= chunk:
             return self._select(rsrp_db, phase)
@@ -272,7 +372,7 @@ class AttentionSelector(nn.Module):
             raise ValueError(f"selector: field 'topk' = {topk} exceeds the codebook size {self.num_beams}")
         if cfg.learned:
             k = self.keys(rsrp_db)  # [..., M, d]
-            q = self.query.expand(*batch, 1, -1)  # [..., 1, d]
+            q = self.queries(k, rsrp_db)  # [..., 1, d]
             out, w = attend(q, k, v, bias=self.beam_bias.view(1, -1), normalizer=cfg.normalizer,
                             temperature=cfg.temperature, topk=topk, return_weights=True)  # [..., 1, 2N], [..., 1, M]
         else:
@@ -290,3 +390,13 @@ class AttentionSelector(nn.Module):
         beams = beams / torch.linalg.vector_norm(beams, dim=-1, keepdim=True).clamp_min(1e-12)
         return SelectorOutput(beams=beams, weights=w, index=index, entropy=attention_entropy(w.detach()),
                               active=(w > 0).sum(-1))
+
+
+def selector_forward(sel: AttentionSelector, rsrp: Tensor, phase: Tensor | None) -> SelectorOutput:
+    """``sel`` on reports ``rsrp [..., L, M]`` and the phase history of the same reports ``phase [..., L, M]``
+    (or None): the latest phases for co-phasing, the whole history for the phase predictor (``phase_predict``).
+    What training and the ``attention`` policy call, so both feed the selector alike."""
+    if phase is None:
+        return sel(rsrp)
+    history = phase if sel.config.phase_predict else None
+    return sel(rsrp, phase[..., -1, :], phase_history=history)

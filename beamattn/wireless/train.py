@@ -31,14 +31,15 @@ from ..seeds import check_seed
 from .checkpoint import save_selector
 from .runner import TRAIN_STREAM, VALID_STREAM, episodes
 from .scenario import Scenario
-from .selector import AttentionSelector
+from .selector import AttentionSelector, selector_forward
 
 __all__ = ["train_selector", "progress_dir", "DecisionPool", "collect_pool"]
 
 
 @dataclass
 class DecisionPool:
-    """Flattened decisions: ``rsrp [S, L, M]``, ``phase [S, M]`` or None, ``cov [S, N, N]``, ``gain [S, M]``."""
+    """Flattened decisions: ``rsrp [S, L, M]``, ``phase [S, L, M]`` (the phase history of the same reports) or
+    None, ``cov [S, N, N]``, ``gain [S, M]``."""
 
     rsrp: torch.Tensor
     phase: torch.Tensor | None
@@ -61,7 +62,7 @@ def collect_pool(scn: Scenario, seed: int, drops: int, stream: int, history: int
     for _, ep, _ in episodes(scn, seed, drops, device=device, stream=stream):
         m = ep.num_beams
         rsrp, phase = ep.history(history)  # [B, D, L, K]
-        parts.append((rsrp[..., :m].flatten(0, 1), None if phase is None else phase[:, :, -1, :m].flatten(0, 1),
+        parts.append((rsrp[..., :m].flatten(0, 1), None if phase is None else phase[..., :m].flatten(0, 1),
                       ep.cov_use.flatten(0, 1), ep.gain_use.flatten(0, 1)))
         set_b = ep.set_b
     cat = [None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(4)]
@@ -69,7 +70,7 @@ def collect_pool(scn: Scenario, seed: int, drops: int, stream: int, history: int
 
 
 def _objective(sel: AttentionSelector, pool: DecisionPool, rho: float) -> tuple[torch.Tensor, torch.Tensor]:
-    out = sel(pool.rsrp, pool.phase)
+    out = selector_forward(sel, pool.rsrp, pool.phase)
     w = out.beams.to(pool.cov.dtype)  # [S, N]
     gain = torch.einsum("sm,smn,sn->s", w.conj(), pool.cov, w).real.clamp_min(0)  # [S]
     return torch.log2(1 + rho * gain), gain

@@ -310,7 +310,12 @@ def test_bad_configs_are_refused():
     base = dict(selector=cfg.selector, num_beams=cfg.num_beams, num_ant=cfg.num_ant, set_b=cfg.set_b)
     with pytest.raises(ValueError, match="field 'normalizer' = 'relu'"):
         AttentionSelectorLayer(**{**base, "selector": {**cfg.selector, "normalizer": "relu"}})
-    with pytest.raises(ValueError, match="unknown fields \\['heads'\\]"):
+    with pytest.raises(ValueError, match="unknown fields \\['depth'\\]"):
+        AttentionSelectorLayer(**{**base, "selector": {**cfg.selector, "depth": 2}})
+    # The contextual selector has no Keras port: refused by name, with one line.
+    with pytest.raises(ValueError, match="field 'arch' = 'transformer' has no Keras port"):
+        AttentionSelectorLayer(**{**base, "selector": {**cfg.selector, "arch": "transformer"}})
+    with pytest.raises(ValueError, match="fields \\['heads'\\] apply to arch = 'transformer'"):
         AttentionSelectorLayer(**{**base, "selector": {**cfg.selector, "heads": 2}})
     with pytest.raises(ValueError, match="field 'set_b'"):
         AttentionSelectorLayer(**{**base, "set_b": [cfg.num_beams]})

@@ -123,9 +123,10 @@ class AttentionPolicy(Policy):
         sel = self.build(ep)
         m = ep.num_beams
         rsrp, phase = ep.history(sel.config.history)  # [B, D, L, K]
-        latest_phase = None if phase is None else phase[:, :, -1, :m]
-        with torch.no_grad():
-            out = sel(rsrp[..., :m], latest_phase)
+        from ..selector import selector_forward
+
+        with torch.no_grad():  # latest phases for co-phasing, the history for the phase predictor
+            out = selector_forward(sel, rsrp[..., :m], None if phase is None else phase[..., :m])
         beams = out.beams.to(ep.cov_use.dtype)
         ranking = out.weights.topk(min(4, m), dim=-1).indices  # [B, D, 4]
         measured = torch.full(out.index.shape, float(ep.set_b.numel()), device=out.index.device)
