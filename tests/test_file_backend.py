@@ -380,3 +380,18 @@ def test_pickled_and_damaged_files_are_one_line(tmp_path, exported):
     broken.write_bytes(Path(exported["path"]).read_bytes()[:200])
     with pytest.raises(ScenarioError, match=r"broken.npz' cannot be read as .npz \(BadZipFile"):
         parse_scenario(file_doc(broken))
+
+
+def test_file_channels_on_the_simulated_device_give_the_cpu_numbers(exported):
+    # The drops are read on the CPU and moved once per chunk; no implicit transfer, the CPU's numbers.
+    from simdevice import SimulatedCuda
+
+    from beamattn.wireless.runner import run_scenario
+
+    scn = parse_scenario(file_doc(exported["path"]))
+    names = ["genie", "mrt", "exhaustive", "best-of-set-b", "attention-untrained"]
+    ref = run_scenario(scn, None, policies=names, progress=False, figures=False)
+    with SimulatedCuda() as sim:
+        res = run_scenario(scn, None, policies=names, device="cuda:0", progress=False, figures=False)
+    assert not sim.implicit, sim.report()
+    assert res.summary == ref.summary
