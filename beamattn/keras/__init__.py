@@ -34,7 +34,7 @@ def __getattr__(name: str):
         import tensorflow  # noqa: F401
     except ImportError:
         raise ImportError(f"beamattn.keras.{name} needs TensorFlow, which is not installed here; install the "
-                          "layer into a TensorFlow environment (see the README, 'Keras / TensorFlow')") from None
+                          "layer into a TensorFlow environment (see docs/guide/keras.md)") from None
     from importlib import import_module
 
     return getattr(import_module(f".{_LAZY[name]}", __name__), name)

@@ -66,6 +66,7 @@ def parse_snr_list(text: str | None) -> list[float] | None:
 
 
 def default_snr_list(scn) -> list[float]:
+    """Transmit SNRs (dB) of a link-level run without ``--snr-db``: the scenario's ``snr_db`` -10, -5, 0, +5."""
     return [scn.snr_db + d for d in (-10.0, -5.0, 0.0, 5.0)]
 
 

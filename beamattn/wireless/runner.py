@@ -145,6 +145,9 @@ def episodes(scn: Scenario, seed: int, num_drops: int, first_drop: int = 0, devi
 
 @dataclass
 class RunResult:
+    """What :func:`run_scenario` returns: per-policy KPI summaries (mean and 95% CI over drops), a trace of
+    the first drop for the figures, the ``steps.csv`` rows and what each policy ran with."""
+
     summary: dict  # policy -> KPI summary
     trace: dict = field(default_factory=dict)  # one drop, for plots
     rows: list = field(default_factory=list)

@@ -70,6 +70,15 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class CodebookConfig:
+    """The ``[codebook]`` table: Set A and the wide beams of hierarchical search.
+
+    Args:
+        oversampling: DFT oversampling factor ``o`` per array axis: ``M = N·o`` beams on a ULA,
+            ``(num_rows·o) x (num_cols·o)`` on a UPA; in [1, 64].
+        num_wide: wide beams for the first stage of hierarchical search (0 = none, else an integer >= 2
+            dividing ``M``; ULA only).
+    """
+
     oversampling: int = 1
     num_wide: int = 0
 
@@ -84,6 +93,18 @@ class CodebookConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
+    """The ``[training]`` table of ``beamattn train`` (the selector and the learned baselines).
+
+    Args:
+        drops: training drops (validation adds ``max(16, drops // 4)``), from seeds disjoint from the
+            evaluation seeds by construction.
+        steps: optimiser (AdamW) steps.
+        batch: decisions per minibatch.
+        lr: learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        seed: training seed: the training drops, the initial weights and the minibatches.
+    """
+
     drops: int = 256
     steps: int = 1500
     batch: int = 512
@@ -99,6 +120,19 @@ class TrainingConfig:
 
 @dataclass
 class Scenario:
+    """A validated scenario (:func:`load_scenario`): the ``[scenario]`` fields and the other tables' configs.
+
+    Args:
+        name: names the result folders (letters, digits and ``_ . + = -``); required.
+        description: free text, recorded in ``metrics.json``.
+        seed: evaluation seed: it fixes the drops and the measurement noise of every policy.
+        drops: evaluation drops (independent user tracks); confidence intervals are over drops.
+        chunk_drops: drops generated and evaluated per batch (memory; part of the seed contract).
+        snr_db: transmit SNR ``ρ = P/N0`` of the data link in dB, with ``E|h_n|² = 1``.
+        outage_db: outage threshold on the received SNR in dB (the ``outage`` KPI).
+        policies: names of the registered policies to evaluate.
+    """
+
     name: str
     description: str = ""
     seed: int = 0

@@ -110,6 +110,9 @@ class Cell:
 
 @dataclass
 class Sweep:
+    """A validated sweep file (:func:`load_sweep`): the base scenario, the grid, the seeds, the policies and
+    every cell's scenario document."""
+
     name: str
     source: str
     base: str
@@ -356,6 +359,9 @@ def read_task_result(path: Path, tid: str | None = None) -> tuple[dict | None, s
 
 @dataclass
 class SweepResult:
+    """What :func:`run_sweep` returns: the summary (per cell, policy and KPI: mean over seeds with a 95%
+    t-interval), its Markdown table, and the task ids computed, reused (``resume``) and redone (corrupt)."""
+
     summary: dict
     table: str
     ran: list[str]  # task ids computed in this call

@@ -31,6 +31,8 @@ __all__ = ["ChannelSample", "ChannelBackend", "check_channel"]
 
 @dataclass
 class ChannelSample:
+    """Channels of ``B`` drops over ``T`` samples (``y = hᵀ w x + n``, ``E|h_n|² = 1`` before path loss)."""
+
     h: Tensor  # [B, T, N] or [B, T, F, N] complex
     positions: Tensor  # [B, T, 3] metres
     times: Tensor  # [T] seconds

@@ -68,6 +68,7 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def available_policies() -> list[str]:
+    """The registered policy names, sorted."""
     return sorted(POLICIES)
 
 
