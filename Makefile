@@ -11,7 +11,7 @@ SCENARIO ?= scenarios/vehicular-60.toml
 NAME     := $(basename $(notdir $(SCENARIO)))
 SEED     ?= 0
 
-.PHONY: demo core-demo experiments test test-slow test-keras bench mutation docs clean
+.PHONY: demo core-demo experiments test test-slow test-keras bench mutation docs tutorials clean
 .PHONY: raytraced raytraced-crosssite test-raytracing
 
 $(STAMP): pyproject.toml
@@ -111,6 +111,10 @@ docs: $(STAMP_DOCS)
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
 	# The built site against the code: every public name in the API reference, the generated references complete.
 	BEAMATTN_DOCS_SITE=site $(PY) -m pytest -q tests/test_docs.py
+
+# Every tutorial (tutorials/*.py, jupytext scripts) from start to end on small settings; the Keras one in .venv-tf.
+tutorials: $(STAMP) $(STAMP_TF)
+	$(PY) -m pytest -q -m slow --durations=0 tests/test_tutorials.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) results build site *.egg-info
