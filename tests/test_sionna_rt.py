@@ -354,3 +354,33 @@ def test_no_room_for_tracks_is_one_line(cache_dir):
     with pytest.raises(ValueError) as e:
         ch.generate(1, seed=0)
     assert "\n" not in str(e.value) and "max_distance" in str(e.value)
+
+
+@pytest.mark.raytracing
+@pytest.mark.skipif(not READY, reason=f"ray tracer unavailable: {WHY}")
+def test_run_on_a_ray_traced_scenario_writes_metrics_and_the_scene_map(cache_dir, tmp_path, monkeypatch):
+    """`run` end to end on a tiny ray-traced scenario: finite KPIs, genie >= every policy, and the map."""
+    from beamattn.wireless.runner import run_scenario
+    from beamattn.wireless.scene_map import scene_map_figure
+
+    monkeypatch.setenv("BEAMATTN_RT_CACHE", str(cache_dir))
+    cfg = canyon_config()
+    chan = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.name != "array" and getattr(cfg, f.name) is not None}
+    doc = {"scenario": {"name": "canyon", "seed": 5, "drops": 2, "chunk_drops": 2, "snr_db": 0.0,
+                        "policies": ["genie", "exhaustive", "best-of-set-b", "attention-untrained"]},
+           "channel": {"backend": "sionna-rt", **chan, "normalization": "per-drop"},
+           "array": {"num_rows": 1, "num_cols": 8}, "codebook": {"oversampling": 2},
+           "measurement": {"period": 0.02, "delay": 0.01, "set_b": 4, "history": 2}, "selector": {"history": 2}}
+    scn = parse_scenario(doc, source="canyon.toml")
+    res = run_scenario(scn, tmp_path / "out", progress=False)
+    genie = res.summary["genie"]["snr_db"]["mean"]
+    for name, s in res.summary.items():
+        assert math.isfinite(s["snr_db"]["mean"]) and s["snr_db"]["mean"] <= genie + 1e-6, name
+    assert abs(res.summary["genie"]["loss_db"]["mean"]) < 1e-5
+    png = tmp_path / "out" / "figures" / "scene_map.png"
+    assert png.is_file() and png.stat().st_size > 10_000
+    pos = np.asarray(res.trace["_positions_use"])  # [drops, D, 3]
+    assert pos.shape[0] == 2 and pos.shape[2] == 3
+    with pytest.raises(ValueError, match="expected"):
+        scene_map_figure(scn.make_channel(), pos[0], np.zeros(3), tmp_path / "bad.png")

@@ -49,7 +49,7 @@ def scene_map_figure(channel, positions: np.ndarray, values: np.ndarray, path: s
     mid = (lo + hi) / 2
     lo, hi = mid - side / 2, mid + side / 2
     roofs = np.where(hm.ground, np.nan, hm.z - hm.ground_z)  # [ny, nx] building heights, NaN on the ground
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    fig, ax = plt.subplots(figsize=(7.5, 7.5))
     ax.imshow(np.zeros_like(hm.z), extent=hm.extent, origin="lower", cmap="gray", vmin=-1, vmax=0)  # ground: white
     im_b = ax.imshow(roofs, extent=hm.extent, origin="lower", cmap="Greys", vmin=0,
                      vmax=max(1.0, float(np.nanpercentile(roofs, 99)) if np.isfinite(roofs).any() else 1.0),
@@ -58,7 +58,7 @@ def scene_map_figure(channel, positions: np.ndarray, values: np.ndarray, path: s
     vmax = max(1.0, float(np.percentile(values[finite], 98))) if finite.any() else 1.0
     for b in range(len(xyz)):
         ax.plot(xyz[b, :, 0], xyz[b, :, 1], color="tab:blue", lw=0.6, alpha=0.5)
-    sc = ax.scatter(xyz[..., 0].ravel(), xyz[..., 1].ravel(), c=values.ravel(), s=9, cmap="inferno_r", vmin=0,
+    sc = ax.scatter(xyz[..., 0].ravel(), xyz[..., 1].ravel(), c=values.ravel(), s=14, cmap="inferno_r", vmin=0,
                     vmax=vmax, zorder=3, edgecolors="none")
     yaw = channel.config.bs_orientation[0]
     ax.plot(bs[0], bs[1], marker="^", color="tab:red", ms=11, mec="k", zorder=4, label=f"BS ({bs[2]:.0f} m)")
@@ -71,7 +71,7 @@ def scene_map_figure(channel, positions: np.ndarray, values: np.ndarray, path: s
     ax.set_ylabel("y [m]")
     ax.legend(loc="upper right", fontsize=8)
     fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02, label=label)
-    fig.colorbar(im_b, ax=ax, fraction=0.046, pad=0.08, label="building height [m]")
+    fig.colorbar(im_b, ax=ax, orientation="horizontal", fraction=0.035, pad=0.09, label="building height [m]")
     ax.set_title(title, fontsize=9)
     try:
         return save_figure_atomic(fig, path)
