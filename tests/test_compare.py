@@ -139,6 +139,20 @@ def test_compare_merges_runs_of_different_policies_over_the_same_drops(tmp_path)
     assert res2["policies"]["mlp"]["diff"]["mean"] == pytest.approx((learned[0] - base - 0.5).mean(), abs=1e-5)
 
 
+def test_compare_pairs_runs_that_differ_only_outside_the_drops(tmp_path):
+    """Another policy list, selector or training budget, or the file's path do not change the drops."""
+    scn = {"name": "toy", "drops": 4, "channel": {"speed_kmh": 60}, "policies": ["genie"], "source": "a.toml",
+           "training": {"steps": 2500}, "selector": {"arch": "conv"}}
+    other = {**scn, "policies": ["mlp"], "source": "copy/a.toml", "training": {"steps": 600},
+             "selector": {"arch": "transformer"}}
+    a = _write_run(tmp_path / "a", {"genie": np.zeros(4), "exhaustive": np.ones(4)}, scenario=scn)
+    b = _write_run(tmp_path / "b", {"mlp": np.full(4, 0.5)}, scenario=other)
+    assert compare_runs([a, b], "exhaustive")["policies"]["mlp"]["diff"]["mean"] == pytest.approx(-0.5, abs=1e-6)
+    c = _write_run(tmp_path / "c", {"mlp": np.full(4, 0.5)}, scenario={**scn, "channel": {"speed_kmh": 120}})
+    with pytest.raises(ValueError, match=r"differ in their scenario \(fields \['channel'\]\)"):
+        compare_runs([a, c], "exhaustive")
+
+
 def test_compare_on_a_real_run_matches_its_summary(tmp_path):
     from beamattn.wireless.runner import run_scenario
     from wireless_fixtures import tiny_scenario

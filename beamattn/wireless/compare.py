@@ -108,14 +108,29 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, level: float = 0.95, seed
     return {"mean": mean, "ci95": [lo, hi], "num_drops": int(a.size)}
 
 
+# Scenario fields that do not change the drops, their measurements or the KPIs: runs that differ only in
+# these (another policy list, selector or training budget, a copy of the file elsewhere) share their drops.
+_NOT_DROPS = ("description", "source", "policies", "policy_args", "selector", "training", "selector_explicit")
+
+
+def _drops_key(scenario: dict) -> dict:
+    return {k: v for k, v in scenario.items() if k not in _NOT_DROPS}
+
+
 def _same_drops(runs: list[RunTable]) -> None:
-    """Refuse runs that cannot share drops: another scenario, evaluation seed or number of drops."""
+    """Refuse runs that cannot share drops: another scenario (channel, array, codebook, measurement, SNRs,
+    drops), evaluation seed or number of drops."""
     first = runs[0]
     for r in runs[1:]:
-        for what, x, y in (("scenario", first.scenario, r.scenario), ("seed", first.seed, r.seed)):
-            if x != y:
-                raise ValueError(f"compare: runs {str(first.path)!r} and {str(r.path)!r} differ in their {what}; "
-                                 "expected runs of one scenario and evaluation seed (the same drops)")
+        key_a, key_b = _drops_key(first.scenario), _drops_key(r.scenario)
+        if key_a != key_b:
+            fields = sorted(k for k in key_a.keys() | key_b.keys() if key_a.get(k) != key_b.get(k))
+            raise ValueError(f"compare: runs {str(first.path)!r} and {str(r.path)!r} differ in their scenario "
+                             f"(fields {fields}); expected runs of one scenario and evaluation seed (the same drops)")
+        if first.seed != r.seed:
+            raise ValueError(f"compare: runs {str(first.path)!r} and {str(r.path)!r} differ in their seed "
+                             f"({first.seed} vs {r.seed}); expected runs of one scenario and evaluation seed "
+                             "(the same drops)")
 
 
 def compare_runs(folders: list[str | Path], reference: str, *, metric: str = "loss_db", level: float = 0.95,
