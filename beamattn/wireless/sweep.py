@@ -287,9 +287,15 @@ def _canonical(obj) -> str:
 
 
 def task_id(cell: Cell, seed: int, policies: list[str]) -> str:
-    """Stable id of a task: hash of the cell's full scenario document, the seed and the policies."""
-    blob = _canonical({"scenario": cell.data, "params": cell.params, "seed": seed, "policies": list(policies)})
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    """Stable id of a task: hash of the cell's full scenario document, the seed and the policies, and for
+    channel files (``backend = "file"``) their SHA-256: a regenerated file is never resumed from old results."""
+    from .channels.file import file_digests
+
+    task = {"scenario": cell.data, "params": cell.params, "seed": seed, "policies": list(policies)}
+    digests = file_digests(cell.data)
+    if digests:  # other back-ends: the ids of earlier sweeps are unchanged
+        task["channel_files"] = digests
+    return hashlib.sha256(_canonical(task).encode()).hexdigest()[:20]
 
 
 def run_task(doc: dict, seed: int, policies: list[str], source: str = "<sweep>", device: str = "cpu") -> dict:

@@ -80,7 +80,8 @@ from ..arrays import AntennaArray
 from ..limits import check_range
 from .base import ChannelSample
 
-__all__ = ["FileConfig", "FileChannel", "SUFFIXES", "NORMALIZE", "resolve_paths", "read_channel_file"]
+__all__ = ["FileConfig", "FileChannel", "SUFFIXES", "NORMALIZE", "resolve_paths", "read_channel_file",
+           "file_digests"]
 
 SUFFIXES = (".npz", ".mat", ".h5", ".hdf5")
 NORMALIZE = ("per-drop", "none")
@@ -211,11 +212,27 @@ def _meta(reader: _Reader) -> dict:
 
 
 def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)  # keyed by the file's version: a sweep asks for the same files' digests per task
+def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:  # noqa: ARG001
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_digests(doc: dict) -> dict[str, str]:
+    """``{path: SHA-256}`` of the channel files a scenario document reads (``backend = "file"``), {} for
+    other back-ends or files that do not exist (the scenario loader reports those)."""
+    chan = doc.get("channel") if isinstance(doc, dict) else None
+    if not isinstance(chan, dict) or chan.get("backend") != "file":
+        return {}
+    paths = [chan.get(k) for k in ("path", "train_path")]
+    return {p: _sha256(Path(p)) for p in paths if isinstance(p, str) and p and Path(p).is_file()}
 
 
 # --------------------------------------------------------------------------- config
