@@ -24,8 +24,10 @@ wheel=$(ls "$WORK"/dist/beamattn-*-py3-none-any.whl)
 echo "built $(basename "$sdist") and $(basename "$wheel")"
 
 # The sdist must carry what a build from it needs, and the wheel only the package (no tests, scripts, docs).
-tar -tzf "$sdist" | grep -q "/pyproject.toml$" || { echo "check_wheel: sdist lacks pyproject.toml" >&2; exit 1; }
-tar -tzf "$sdist" | grep -q "/README.md$" || { echo "check_wheel: sdist lacks README.md" >&2; exit 1; }
+listing=$(tar -tzf "$sdist")  # (not piped into grep -q: with pipefail, tar's SIGPIPE would fail the check)
+for f in pyproject.toml README.md beamattn/cli.py; do
+    grep -qx "beamattn-[^/]*/$f" <<< "$listing" || { echo "check_wheel: the sdist lacks $f" >&2; exit 1; }
+done
 "$PY" - "$wheel" <<'PYEOF'
 import sys
 import zipfile

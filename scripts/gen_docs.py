@@ -139,6 +139,8 @@ def _default_text(value: Any) -> str:
         return "`true`" if value else "`false`"
     if isinstance(value, float) and math.isinf(value):
         return "`inf`"
+    if isinstance(value, float):
+        return f"`{value:g}`"  # 2.8e+10, not 28000000000.0
     if isinstance(value, str):
         return f'`"{value}"`'
     if isinstance(value, tuple):

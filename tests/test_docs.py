@@ -194,3 +194,21 @@ def test_changelog_has_the_version_in_keep_a_changelog_form():
     assert beamattn.__version__ in versions, f"CHANGELOG.md has no section for version {beamattn.__version__}"
     kinds = set(re.findall(r"^### (.+)$", text, flags=re.M))
     assert kinds <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, kinds
+
+
+def test_every_public_function_and_class_has_a_docstring():
+    """The API reference shows what the docstrings say: a public name without one would be a bare signature."""
+    bare = []
+    for pkg in ("core", "wireless", "linklevel"):
+        for path in sorted((ROOT / "beamattn" / pkg).rglob("*.py")):
+            if any(p.startswith("_") and p != "__init__.py" for p in path.relative_to(ROOT).parts):
+                continue
+            tree = ast.parse(path.read_text())
+            names, _ = _public_names(path)
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names:
+                    assigned = any(isinstance(s, ast.Assign) and any(getattr(t, "id", None) == "__doc__"
+                                                                     for t in s.targets) for s in node.body)
+                    if not (ast.get_docstring(node) or assigned):
+                        bare.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert not bare, "public names without a docstring: " + ", ".join(bare)

@@ -57,10 +57,16 @@ print(len(sweep.cells), "cells x", len(sweep.seeds), "seeds =", len(sweep.cells)
 # `--workers 2` does); `workers=1` runs the tasks in this process. Results go to `OUT/tasks/<id>.json`,
 # then `summary.json` (mean over seeds with a 95% t-interval), a table and one figure per metric.
 
+#
+# Dask starts its worker processes by *spawning* them, and a spawned process imports the main module again:
+# in a script, the code that starts the cluster must therefore sit under `if __name__ == "__main__":`
+# (in a notebook it makes no difference).
+
 # %%
-result = run_sweep(sweep, OUT, workers=2, progress=False, figures=not SMALL, resume=False)
-print(result.table)
-print("ran", len(result.ran), "tasks")
+if __name__ == "__main__":
+    result = run_sweep(sweep, OUT, workers=2, progress=False, figures=not SMALL, resume=False)
+    print(result.table)
+    print("ran", len(result.ran), "tasks")
 
 # %% [markdown]
 # ## Resume
@@ -69,10 +75,11 @@ print("ran", len(result.ran), "tasks")
 # reported and redone) and computes nothing new; the summary is identical.
 
 # %%
-again = run_sweep(sweep, OUT, workers=1, progress=False, figures=False, resume=True)
-print("ran", len(again.ran), "skipped", len(again.skipped))
-assert not again.ran and len(again.skipped) == len(result.ran)
-assert json.dumps(again.summary, sort_keys=True) == json.dumps(result.summary, sort_keys=True)
+if __name__ == "__main__":
+    again = run_sweep(sweep, OUT, workers=1, progress=False, figures=False, resume=True)
+    print("ran", len(again.ran), "skipped", len(again.skipped))
+    assert not again.ran and len(again.skipped) == len(result.ran)
+    assert json.dumps(again.summary, sort_keys=True) == json.dumps(result.summary, sort_keys=True)
 
 # %% [markdown]
 # The numbers do not depend on the number of workers: each task runs torch with one thread and its

@@ -27,7 +27,9 @@
 
 # %%
 import os
+import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +51,13 @@ TORCH_BIN = os.environ.get("BEAMATTN_TORCH_BIN", str(ROOT / ".venv" / "bin" / "b
 
 # %%
 scenario = ROOT / "scenarios" / "vehicular-60.toml"
-if SMALL:  # a copy of the scenario with short drops and a short training
-    text = scenario.read_text().replace("duration = 1.0", "duration = 0.4")
-    text = text.replace("drops = 512", "drops = 16").replace("steps = 2500", "steps = 30")
+if SMALL:  # a copy of the scenario with short drops and a short training: each value replaced in its table
+    text = scenario.read_text()
+    small = {("channel", "duration"): 0.4, ("training", "drops"): 16, ("training", "steps"): 30}
+    for (table, key), value in small.items():
+        text = re.sub(rf"(\[{table}\][^\[]*?^{key} = )[^\n]*", rf"\g<1>{value}", text, count=1, flags=re.M | re.S)
+    parsed = tomllib.loads(text)
+    assert all(parsed[t][k] == v for (t, k), v in small.items()), "the scenario's layout changed"
     scenario = OUT / "vehicular-60-small.toml"
     scenario.write_text(text)
 train_dir, keras_file = OUT / "train", OUT / "selector.keras.safetensors"
