@@ -160,6 +160,22 @@ def test_sionna_package_imports_rt_lazily():
                                            "(pip install --force-reinstall --no-deps sionna-no-rt==2.2.0)"
 
 
+def test_missing_ray_tracer_is_one_line(monkeypatch):
+    """Without sionna-rt: a shipped scene cannot be found and the solver cannot start, each in one line that
+    says how to install it (an OSError for the latter, which the command line reports as one error line)."""
+    from beamattn.wireless.channels import sionna_rt
+
+    monkeypatch.setattr(sionna_rt, "_sionna_dir", lambda: None)
+    with pytest.raises(ValueError) as e:
+        SionnaRTChannel(SionnaRTConfig())
+    assert "\n" not in str(e.value) and "field 'scene'" in str(e.value) and "beamattn[rt]" in str(e.value)
+    monkeypatch.setattr(sionna_rt, "rt_available", lambda: False)
+    assert sionna_rt.rt_ready() == (False, f"sionna.rt is not importable; {sionna_rt.RT_INSTALL_HINT}")
+    with pytest.raises(sionna_rt.RayTracerUnavailable) as e:
+        sionna_rt._import_rt()
+    assert isinstance(e.value, OSError) and "\n" not in str(e.value) and "libllvm19" in str(e.value)
+
+
 def test_cache_roundtrip_and_corruption(tmp_path):
     cache = TraceCache(tmp_path)
     arrays = {"a": (np.arange(6) + 1j).astype(np.complex64).reshape(2, 3), "valid": np.array([True, False])}

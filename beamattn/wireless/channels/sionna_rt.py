@@ -94,7 +94,7 @@ from .base import ChannelSample, check_channel
 from .rt_cache import TraceCache, cache_key, files_digest
 
 __all__ = ["SionnaRTConfig", "SionnaRTChannel", "HeightMap", "SHIPPED_SCENES", "rt_available", "rt_ready", "scene_file",
-           "evolve_trace", "RT_INSTALL_HINT"]
+           "evolve_trace", "RT_INSTALL_HINT", "RayTracerUnavailable"]
 
 # Scenes shipped in sionna-rt 2.2 (sionna/rt/scenes/<name>/<name>.xml); checked against the package in the tests.
 SHIPPED_SCENES = ("munich", "florence", "etoile", "san_francisco", "simple_street_canyon",
@@ -340,6 +340,11 @@ def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 # The Sionna RT side: runs in a worker process (or in this one with subprocess = false)
 # --------------------------------------------------------------------------------------------------------------------
+class RayTracerUnavailable(OSError):
+    """Sionna RT cannot run here (not installed, no usable libLLVM, or its worker process died); an OSError so
+    that the command line reports it in one line."""
+
+
 def rt_ready() -> tuple[bool, str]:
     """Whether the ray tracer can run here, and if not why: ``sionna.rt`` importable and a libLLVM that
     Dr.Jit can use (it aborts the process with Debian's libLLVM 15)."""
@@ -360,7 +365,7 @@ def _import_rt():
     """``sionna.rt`` with a libLLVM that Dr.Jit can use, or one clear error."""
     ok, why = rt_ready()
     if not ok:
-        raise RuntimeError(f"backend 'sionna-rt': {why}")
+        raise RayTracerUnavailable(f"backend 'sionna-rt': {why}")
     if "DRJIT_LIBLLVM_PATH" not in os.environ and os.path.exists(_LLVM19):
         os.environ["DRJIT_LIBLLVM_PATH"] = _LLVM19  # explicit: Dr.Jit could pick Debian's libLLVM 15 first
     import sionna.rt as rt
@@ -490,11 +495,12 @@ class _Solver:
         except (BrokenPipeError, EOFError):
             code = self.proc.wait()
             self.proc = None
-            raise RuntimeError(f"backend 'sionna-rt': the ray-tracing worker exited with code {code} during job "
+            raise RayTracerUnavailable(f"backend 'sionna-rt': the ray-tracing worker exited with code {code} during job "
                                f"{job!r} (134: Dr.Jit aborted, usually a libLLVM it cannot use: "
                                "`apt-get install -y libllvm19`); its messages are above") from None
-        if status == "error":
-            raise RuntimeError(f"backend 'sionna-rt': job {job!r} failed in the worker: {payload}")
+        if status == "error":  # e.g. a scene file Mitsuba cannot load: the first line of its message
+            first = next((line for line in str(payload).splitlines() if line.strip()), "")[:300]
+            raise ValueError(f"backend 'sionna-rt': job {job!r} failed in the ray-tracing worker: {first}")
         return payload
 
     def close(self) -> None:
