@@ -19,8 +19,10 @@ hundreds of mutants that say nothing about the numbers.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +68,12 @@ KILLED_CODES = {1, 3, 37}  # killed, pytest internal error, type check
 # Timeouts are not counted as kills (on a loaded machine a slow start can time out): reported apart.
 TIMEOUT_CODES = {36, 24, -24, 152, 255}
 SURVIVED_CODES = {0}
+
+# Surviving mutants that no test can tell from the original (equivalent), with the mutated line ("+...", as
+# mutant_diff gives it) and why. A listed mutant whose diff no longer matches (the source changed and mutmut
+# renumbered) counts as surviving again.
+EQUIVALENT: dict[str, tuple[str, str]] = {
+}
 NO_TESTS_CODES = {5, 33}
 
 
@@ -74,6 +82,8 @@ def _mutmut_section(modules: list[str], tests: list[str]) -> str:
         "", "[tool.mutmut]",
         'source_paths = ["beamattn"]',
         f"only_mutate = {json.dumps(modules)}",
+        # mutmut's copy (mutants/) gets only the sources and tests/: tests also load scripts and scenario files
+        f"also_copy = {json.dumps([name for name in COPY if name not in ('beamattn', 'tests')])}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-q", "-p", "no:randomly", "-x"]',
         'process_isolation = "forkserver"  # torch is not fork-safe after a test run',
@@ -138,6 +148,82 @@ def run_group(group: str, workdir: Path, jobs: int, timeout: float | None, sampl
     (d / "elapsed_s").write_text(f"{time.time() - t0:.0f}\n")
 
 
+def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
+    """Run the group's *current* test files against the mutants its last run left surviving (or without tests).
+
+    For a group whose source modules have not changed since its run (checked: a changed module is refused),
+    this confirms new tests without redoing the whole run: the current ``tests/`` replace the copy's, each
+    surviving mutant runs the group's test files (its ``tests/test_mutants_<group>.py`` first, ``-x``) with
+    ``MUTANT_UNDER_TEST`` set, as mutmut does, and a failing run (pytest exit 1) is recorded as killed in
+    mutmut's ``.meta`` file. The names it killed go to ``recheck.json`` in the group's folder.
+    """
+    d = workdir / group
+    if not (d / "mutants").exists():
+        raise SystemExit(f"mutation.py: --recheck {group}: no finished run in {d}; run the group first")
+    for pattern in GROUPS[group][0]:
+        for src in ROOT.glob(pattern):
+            rel = src.relative_to(ROOT)
+            if (d / rel).read_bytes() != src.read_bytes():
+                raise SystemExit(f"mutation.py: --recheck {group}: {rel} changed since the group's run; its "
+                                 f"mutants are stale, run the group again")
+    shutil.copytree(ROOT / "tests", d / "mutants" / "tests", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    tests = group_tests(group)
+    tests = tests[-1:] + tests[:-1] if Path(tests[-1]).name.startswith("test_mutants_") else tests
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *tests]
+
+    def pytest_rc(mutant: str) -> int | None:
+        try:
+            return subprocess.run(cmd, cwd=d / "mutants", env={**env, "MUTANT_UNDER_TEST": mutant},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            return None
+
+    if pytest_rc("none") != 0:  # the unmutated code must pass, else a "kill" means nothing
+        raise SystemExit(f"mutation.py: --recheck {group}: the tests {tests} fail on the unmutated code")
+    record_path = d / "recheck.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"tests": tests, "killed": []}
+    record["tests"] = tests
+    for meta in sorted((d / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        todo = [k for k, c in data["exit_code_by_key"].items() if c in SURVIVED_CODES | NO_TESTS_CODES]
+        for key in todo:
+            rc = pytest_rc(key)
+            print(f"   recheck {key}: {'killed' if rc == 1 else 'survived' if rc == 0 else rc}", flush=True)
+            if rc == 1:
+                data["exit_code_by_key"][key] = 1
+                record["killed"].append(key)
+                meta.write_text(json.dumps(data, indent=4))  # after each kill: an interrupted recheck keeps them
+    write_json_atomic(record_path, record)
+
+
+def mutant_diff(d: Path, source: str, name: str) -> list[str]:
+    """The lines of mutant ``name`` that differ from the original function, ``"-old"`` / ``"+new"`` (stripped),
+    read from mutmut's trampolined copy ``d/mutants/<source>``."""
+    text = (d / "mutants" / source).read_text()
+    func = name.rsplit(".", 1)[-1]  # e.g. x_beam_gain__mutmut_3
+
+    def body(fname: str) -> list[str]:
+        lines = text.splitlines()
+        head = next((i for i, line in enumerate(lines) if line.lstrip().startswith(f"def {fname}(")), None)
+        if head is None:
+            return []
+        indent = len(lines[head]) - len(lines[head].lstrip())
+        while not lines[head].rstrip().endswith(":"):  # a signature over several lines ends with "...:"
+            head += 1
+        out = []
+        for line in lines[head + 1:]:  # the body: blank lines or lines indented deeper than the def
+            if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                break
+            out.append(line)
+        return out
+
+    orig = body(re.sub(r"__mutmut_\d+$", "__mutmut_orig", func))
+    return [line[0] + line[1:].strip() for line in difflib.unified_diff(orig, body(func), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
 def collect(group: str, workdir: Path) -> dict | None:
     """Counts and surviving mutants of ``group`` from mutmut's ``.meta`` files; None if it has not run."""
     d = workdir / group
@@ -152,20 +238,28 @@ def collect(group: str, workdir: Path) -> dict | None:
             continue
         killed = sum(c in KILLED_CODES for c in codes.values())
         survived = sorted(k for k, c in codes.items() if c in SURVIVED_CODES)
+        # A listed equivalent mutant counts as such only while its diff is still the listed one.
+        equivalent = {k: EQUIVALENT[k][1] for k in survived
+                      if k in EQUIVALENT and EQUIVALENT[k][0] in mutant_diff(d, rel, k)}
+        survived = [k for k in survived if k not in equivalent]
         no_tests = sorted(k for k, c in codes.items() if c in NO_TESTS_CODES)
         unchecked = sum(c is None for c in codes.values())
         timeouts = sorted(k for k, c in codes.items() if c in TIMEOUT_CODES)
         other = len(codes) - killed - len(survived) - len(no_tests) - unchecked - len(timeouts)
-        checked = killed + len(survived) + len(no_tests)
+        checked = killed + len(survived) + len(no_tests) + len(equivalent)
+        real = checked - len(equivalent)
         modules[rel] = {
             "mutants": len(codes), "checked": checked, "killed": killed, "survived": len(survived),
-            "no_tests": len(no_tests), "timeout": len(timeouts), "not_checked": unchecked, "other": other,
-            "score": round(killed / checked, 4) if checked else None,
-            "surviving": survived, "without_tests": no_tests, "timed_out": timeouts,
+            "equivalent": len(equivalent), "no_tests": len(no_tests), "timeout": len(timeouts),
+            "not_checked": unchecked, "other": other,
+            "score": round(killed / real, 4) if real else None,
+            "surviving": {k: mutant_diff(d, rel, k) for k in survived}, "equivalent_mutants": equivalent,
+            "without_tests": no_tests, "timed_out": timeouts,
         }
-    elapsed, sample = d / "elapsed_s", d / "sample"
+    elapsed, sample, recheck = d / "elapsed_s", d / "sample", d / "recheck.json"
     tests = json.loads((d / "tests.json").read_text()) if (d / "tests.json").exists() else GROUPS[group][1]
-    return {"tests": tests, "elapsed_s": int(elapsed.read_text()) if elapsed.exists() else None,
+    return {"tests": tests, "recheck": json.loads(recheck.read_text()) if recheck.exists() else None,
+            "elapsed_s": int(elapsed.read_text()) if elapsed.exists() else None,
             "sample_every": int(sample.read_text()) if sample.exists() else 1, "modules": modules}
 
 
@@ -180,12 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true", help="do not run: only summarise the finished runs")
     p.add_argument("--sample", type=int, default=1, help="check every k-th mutant of each file only (default 1: all)")
     p.add_argument("--keep", action="store_true", help="reuse a group's folder (mutants, stats, results) if present")
+    p.add_argument("--recheck", action="store_true",
+                   help="do not rerun mutmut: run the current tests against each group's surviving mutants only")
     args = p.parse_args(argv)
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         p.error(f"unknown group(s) {unknown}; expected some of {list(GROUPS)}")
     workdir = Path(args.workdir)
-    if not args.collect:
+    if args.recheck:
+        for group in args.groups or GROUPS:
+            recheck_group(group, workdir, args.timeout or 600.0)
+    elif not args.collect:
         for group in args.groups or GROUPS:
             run_group(group, workdir, args.jobs, args.timeout, args.sample, args.keep)
     out_path = Path(args.out)
@@ -195,10 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         res = collect(group, workdir)
         if res is not None:
             groups[group] = res
-    total = {k: sum(m[k] for g in groups.values() for m in g["modules"].values())
-             for k in ("mutants", "checked", "killed", "survived", "no_tests", "timeout", "not_checked")}
-    total["score"] = round(total["killed"] / total["checked"], 4) if total["checked"] else None
-    summary = {"tool": "mutmut " + _mutmut_version(), "score": "killed / (killed + survived + no tests)",
+    total = {k: sum(m.get(k, 0) for g in groups.values() for m in g["modules"].values())
+             for k in ("mutants", "checked", "killed", "survived", "equivalent", "no_tests", "timeout", "not_checked")}
+    real = total["checked"] - total["equivalent"]
+    total["score"] = round(total["killed"] / real, 4) if real else None
+    summary = {"tool": "mutmut " + _mutmut_version(),
+               "score": "killed / (killed + survived + no tests); equivalent mutants (EQUIVALENT) counted apart",
                "not_mutated": DO_NOT_MUTATE, "total": total, "groups": groups,
                "not_measured": [g for g in GROUPS if g not in groups]}
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     for g, res in groups.items():
         for mod, m in res["modules"].items():
             print(f"{g:18s} {mod:40s} {m['killed']:4d}/{m['checked']:4d} killed (score {m['score']}), "
-                  f"{m['survived']} survived, {m['no_tests']} without tests, {m['timeout']} timed out, "
+                  f"{m['survived']} survived, {m.get('equivalent', 0)} equivalent, {m['no_tests']} without tests, "
+                  f"{m['timeout']} timed out, "
                   f"{m['not_checked']} not checked")
     print(f"total: {total}; wrote {out_path}")
     return 0
