@@ -210,9 +210,11 @@ def mutant_diff(d: Path, source: str, name: str) -> list[str]:
         if head is None:
             return []
         indent = len(lines[head]) - len(lines[head].lstrip())
+        start = head
         while not lines[head].rstrip().endswith(":"):  # a signature over several lines ends with "...:"
             head += 1
-        out = []
+        # the signature (default values are mutated too) with the function's own name taken out, then the body
+        out = [line.replace(fname, "FUNCTION") for line in lines[start:head + 1]]
         for line in lines[head + 1:]:  # the body: blank lines or lines indented deeper than the def
             if line.strip() and len(line) - len(line.lstrip()) <= indent:
                 break

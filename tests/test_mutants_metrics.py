@@ -173,3 +173,33 @@ def test_summarize_reports_every_key_with_its_mean_and_the_loss_percentiles():
     assert out["loss_db_median"] == pytest.approx(float(np.median(loss)), rel=1e-12)
     empty = summarize(per_drop, np.zeros(0))
     assert empty["loss_db_p95"] is None and empty["loss_db_median"] is None
+
+
+def test_a_loss_of_exactly_1db_is_within_1db():
+    # "Accuracy within a 1 dB margin" includes the margin: genie gain 10 (10 dB), used gain 10^0.9 (9 dB).
+    ep = _episode(snr_db=0.0)
+    ep.gain_use[0, 0] = torch.tensor([10.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    dec = _dec([0, 0, 0], gain=torch.tensor([[10 ** 0.9, 1.0, 1.0]], dtype=torch.float64))
+    m = decision_metrics(ep, dec)
+    assert m.loss_db[0, 0].item() == 1.0 and m.within_1db[0, 0].item() == 1.0
+
+
+def test_summarize_intervals_are_the_bootstrap_of_the_given_seed():
+    from beamattn.wireless.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(9)
+    per_drop = {k: rng.normal(size=10) for k in SUMMARY_KEYS}
+    a, b = summarize(per_drop, np.zeros(0), seed=7), summarize(per_drop, np.zeros(0), seed=7)
+    for k in SUMMARY_KEYS:
+        assert a[k] == b[k]
+        assert a[k]["ci95"] == list(bootstrap_ci(per_drop[k], seed=7)[1:])
+    assert summarize(per_drop, np.zeros(0), seed=8)["snr_db"]["ci95"] != a["snr_db"]["ci95"]
+
+
+def test_decision_metrics_to_moves_every_field():
+    ep = _episode()
+    m = decision_metrics(ep, _dec([1, 1, 0]))
+    moved = m.to("meta")
+    assert all(getattr(moved, f).device.type == "meta" for f in vars(m))
+    back = m.to("cpu")
+    assert all(torch.equal(getattr(back, f), getattr(m, f)) for f in vars(m))
