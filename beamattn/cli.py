@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--seeds", type=_pos_int, default=None,
                      help="replicates per experiment, seeds SEED + r*1000003 (default: 1 with --small, else each "
                           "experiment's own: 3, or 5 for experiments 4, 9, 13); verdicts need every criterion's 95%% CI")
+    exp.add_argument("--workers", type=_pos_int, default=1,
+                     help="'all': experiments run at once in worker processes (default 1; each uses one thread)")
     exp.add_argument("--force", action="store_true",
                      help="replace existing results (DIR/NAME, or DIR for 'all'), as a whole")
 
@@ -355,7 +357,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{name:28s} {EXPERIMENTS[name].title}")
         elif args.name == "all":
             results = run_all(args.out, small=args.small, seed=args.seed, device=device, force=args.force,
-                              num_seeds=args.seeds)
+                              num_seeds=args.seeds, workers=args.workers)
             print(f"{sum(r.supported for r in results)} of {len(results)} claims supported; report: "
                   f"{args.out}/report.md")
         else:

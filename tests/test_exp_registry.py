@@ -121,3 +121,41 @@ def test_a_real_experiment_over_three_seeds(tmp_path):
         assert len(c["values"]) == 3 and c["ci_low"] <= c["mean"] <= c["ci_high"]
         assert math.isfinite(c["ci_low"]) and math.isfinite(c["ci_high"])
     assert r.supported == all(c["holds"] for c in r.criteria)
+
+
+def test_cli_seeds_option(tmp_path, capsys):
+    from beamattn.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "permutation-equivariance", "--small", "--seeds", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "beamattn experiment: error: argument --seeds: expected an integer >= 1, got 0"
+    assert main(["experiment", "permutation-equivariance", "--small", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "permutation-equivariance" / "result.json").read_text())
+    assert len(saved["seeds"]) == 2 and len(saved["replicates"]) == 2
+
+
+def test_run_all_with_workers_gives_the_serial_numbers(tmp_path):
+    import torch
+
+    from beamattn.experiments import run_all
+
+    saved = dict(EXPERIMENTS)
+    EXPERIMENTS.clear()
+    try:
+        for i in range(3):
+            @experiment(f"_w{i}", f"fake {i}", "claims nothing", order=i, seeds=2)
+            def _fn(out_dir, small, seed, i=i):
+                x = float(torch.rand(()).item()) + i  # drawn from the global generator the registry seeds
+                return Outcome(numbers={"x": x}, verdict="v", supported=True, criteria=[at_least("x", x, -1.0)])
+        serial = run_all(tmp_path / "a", progress=False)
+        parallel = run_all(tmp_path / "b", progress=False, workers=2)
+        assert [r.name for r in parallel] == ["_w0", "_w1", "_w2"]
+        assert [r.criteria for r in serial] == [r.criteria for r in parallel]
+        assert (tmp_path / "b" / "report.md").is_file() and (tmp_path / "b" / "_w2" / "result.json").is_file()
+        with pytest.raises(ValueError, match="workers = 0; expected an int >= 1"):
+            run_all(tmp_path / "c", workers=0)
+    finally:
+        EXPERIMENTS.clear()
+        EXPERIMENTS.update(saved)

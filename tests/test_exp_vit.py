@@ -10,7 +10,7 @@ def test_vit_landmarks_small(tmp_path):
     out = tmp_path / "vit-landmarks"
     assert (out / "vit.png").stat().st_size > 10_000
     saved = json.loads((out / "result.json").read_text())
-    assert saved["supported"] is True and saved["small"] is True and saved["figures"] == ["vit.png"]
+    assert saved["supported"] is True and saved["small"] is True and saved["figures"] == ["vit.png", "criteria.png"]
 
     lm = res.numbers["landmarks"]
     tr, un = lm["trained"], lm["untrained"]

@@ -60,18 +60,35 @@ def render_report(results: list[ExperimentResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # each worker runs one experiment on one thread, as in a serial run
+
+
+def _run_in_worker(name: str, out: str, small: bool, seed: int, device: str | None,
+                   num_seeds: int | None) -> ExperimentResult:
+    return run_experiment_into(name, Path(out), small=small, seed=seed, device=device, num_seeds=num_seeds)
+
+
 def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: bool = True,
             device: torch.device | str | None = None, force: bool = False,
-            num_seeds: int | None = None) -> list[ExperimentResult]:
+            num_seeds: int | None = None, workers: int = 1) -> list[ExperimentResult]:
     """Run every registered experiment in order; write ``out_dir/NAME/`` for each and ``out_dir/report.md``.
 
     ``num_seeds`` replicates per experiment (default: each experiment's own, see :mod:`.registry`).
+    ``workers`` > 1 runs that many experiments at once in worker processes (forked: each experiment still
+    runs on one thread with its own seeds, so the numbers are the same as in a serial run, except wall
+    times, which other experiments running at once may slow down).
     ``device`` goes to the experiments that take one (see :mod:`.registry`); the others run on the CPU.
     The whole of ``out_dir`` is staged and replaces an existing one (only with ``force``) when every
     experiment and the report are written.
     """
     check_seed(seed)
     check_num_seeds(num_seeds)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"experiment all: workers = {workers!r}; expected an int >= 1")
+    if workers > 1 and device is not None and torch.device(device).type != "cpu":
+        raise ValueError(f"experiment all: workers = {workers} needs the CPU device (forked workers cannot share "
+                         f"{torch.device(device)}); got device {str(device)!r}")
     for name in EXPERIMENTS:
         replicate_seeds(seed, num_seeds or default_num_seeds(name, small))
     out_dir = Path(out_dir)
@@ -79,15 +96,36 @@ def run_all(out_dir: str | Path, small: bool = False, seed: int = 0, progress: b
     names = sorted(EXPERIMENTS, key=lambda n: EXPERIMENTS[n].order)
     results = []
     with StagedDir(out_dir, force=force, command="experiment all") as stage:
-        for i, name in enumerate(names, 1):
-            if progress:
-                print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+        for name in names:
             (stage / name).mkdir()
-            r = run_experiment_into(name, stage / name, small=small, seed=seed, device=device, num_seeds=num_seeds)
-            (stage / name / MARKER).write_text(json.dumps({"command": f"experiment {name}"}) + "\n")
+        if workers == 1:
+            def outcomes():
+                for name in names:
+                    if progress:
+                        print(f"[{names.index(name) + 1}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+                    yield run_experiment_into(name, stage / name, small=small, seed=seed, device=device,
+                                              num_seeds=num_seeds)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_worker_init)
+            dev = None if device is None else str(device)
+            futures = [pool.submit(_run_in_worker, name, str(stage / name), small, seed, dev, num_seeds)
+                       for name in names]
+
+            def outcomes():
+                try:
+                    for f in futures:
+                        yield f.result()
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        for i, r in enumerate(outcomes(), 1):
+            (stage / r.name / MARKER).write_text(json.dumps({"command": f"experiment {r.name}"}) + "\n")
             if progress:
-                print(f"    {'supported' if r.supported else 'NOT supported'} ({r.elapsed_s:.1f} s): {r.verdict}",
-                      file=sys.stderr)
+                print(f"    [{i}/{len(names)}] {r.name}: {'supported' if r.supported else 'NOT supported'} "
+                      f"({r.elapsed_s:.1f} s): {r.verdict}", file=sys.stderr, flush=True)
             results.append(r)
         write_text_atomic(stage / "report.md", render_report(results))
     return results
