@@ -47,7 +47,7 @@ OUT = Path(os.environ.get("BEAMATTN_TUTORIAL_OUT", ROOT / "results" / "tutorials
 doc = tomllib.loads((ROOT / "scenarios" / "vehicular-60.toml").read_text())
 doc["scenario"].update(drops=8 if SMALL else 64, chunk_drops=8 if SMALL else 16)
 if SMALL:  # a few steps on few drops: enough to see the workflow, not a good selector
-    doc["training"].update(drops=16, steps=30, batch=128)
+    doc["training"].update(drops=16, steps=20, batch=64)
     doc["channel"]["duration"] = 0.4  # s per drop (1 s in the file)
 scn = parse_scenario(doc, source="vehicular-60 (tutorial)")
 TRAINING_SEEDS = (1, 2)
