@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "metrics": (["beamattn/wireless/metrics.py"], ["tests/test_metrics_ci.py", "tests/test_policies.py"]),
     "measurement": (["beamattn/wireless/measurement.py"], ["tests/test_measurement.py"]),
     "selector": (["beamattn/wireless/selector.py"], ["tests/test_selector.py", "tests/test_selector_upa.py"]),
-    "policies": (["beamattn/wireless/policies/*"], ["tests/test_policies.py", "tests/test_policies_sweeps.py"]),
+    # Each policy family has its own test file (bandits, CSI codebooks, tracking, the decision checks); the
+    # learned and checkpointed policies (learned.py, attention.py's checkpoint reading) are covered by
+    # test_learned / test_checkpoint, which train models and are too slow to run once per mutant here.
+    "policies": (["beamattn/wireless/policies/*"],
+                 ["tests/test_policies.py", "tests/test_policies_sweeps.py", "tests/test_policies_bandits.py",
+                  "tests/test_policies_csi.py", "tests/test_policies_tracking.py", "tests/test_decision_checks.py"]),
     "linklevel-chain": (["beamattn/linklevel/chain.py"], ["tests/test_linklevel.py", "tests/test_estimation.py"]),
 }
 
@@ -73,6 +79,13 @@ SURVIVED_CODES = {0}
 # mutant_diff gives it) and why. A listed mutant whose diff no longer matches (the source changed and mutmut
 # renumbered) counts as surviving again.
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    # core-multihead
+    "beamattn.core.multihead.xǁMultiHeadAttentionǁ_split__mutmut_10": (
+        "+if list(idx) == list(range(idx[0], )):  # consecutive heads: a contiguous slice",
+        "the contiguous fast path is never taken; the stacked slices it falls back to hold the same values"),
+    "beamattn.core.multihead.xǁMultiHeadAttentionǁhead_outputs__mutmut_17": (
+        "+heads, _ = self._attend_heads(query, key, value, mask, causal, True, bias)  # [B, Lq, sum(dv)]",
+        "asks for the attention weights, which head_outputs discards"),
 }
 NO_TESTS_CODES = {5, 33}
 
@@ -126,6 +139,12 @@ def run_group(group: str, workdir: Path, jobs: int, timeout: float | None, sampl
     d = workdir / group
     if not (keep and (d / "mutants").exists()):
         d = prepare(group, workdir)
+    else:  # keep the mutants (generating them takes minutes) but run with the current tests and test list
+        modules, tests = GROUPS[group][0], group_tests(group)
+        shutil.copytree(ROOT / "tests", d / "tests", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (d / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + _mutmut_section(modules, tests))
+        (d / "tests.json").write_text(json.dumps(tests) + "\n")
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut), "run", "--max-children", str(jobs)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -140,10 +159,14 @@ def run_group(group: str, workdir: Path, jobs: int, timeout: float | None, sampl
             (d / "sample").write_text(f"{sample}\n")
         print(f"== {group}: {' '.join(cmd)} in {d}" + (f" ({len(names)} sampled mutants)" if names else ""),
               flush=True)
+        # mutmut in its own process group, so that stopping it stops its test workers too
+        proc = subprocess.Popen([*cmd, *names], cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
-            subprocess.run([*cmd, *names], cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                           check=False)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
             print(f"   {group}: stopped after {timeout:.0f} s; the mutants checked so far are counted", flush=True)
     (d / "elapsed_s").write_text(f"{time.time() - t0:.0f}\n")
 
@@ -169,16 +192,23 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
     shutil.copytree(ROOT / "tests", d / "mutants" / "tests", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     tests = group_tests(group)
-    tests = tests[-1:] + tests[:-1] if Path(tests[-1]).name.startswith("test_mutants_") else tests
+    # The group's own test_mutants file runs first and alone (quick), then, if the mutant survives it, all files.
+    stages = [[t for t in tests if Path(t).name.startswith("test_mutants_")], tests]
+    stages = [stage for stage in stages if stage]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
 
     def pytest_rc(mutant: str) -> int | None:
-        try:
-            return subprocess.run(cmd, cwd=d / "mutants", env={**env, "MUTANT_UNDER_TEST": mutant},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            return None
+        rc: int | None = 0
+        for stage in stages if mutant != "none" else stages[-1:]:
+            try:
+                rc = subprocess.run([*cmd, *stage], cwd=d / "mutants", env={**env, "MUTANT_UNDER_TEST": mutant},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                return None
+            if rc != 0:
+                return rc
+        return rc
 
     if pytest_rc("none") != 0:  # the unmutated code must pass, else a "kill" means nothing
         raise SystemExit(f"mutation.py: --recheck {group}: the tests {tests} fail on the unmutated code")
