@@ -176,9 +176,10 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
 
     For a group whose source modules have not changed since its run (checked: a changed module is refused),
     this confirms new tests without redoing the whole run: the current ``tests/`` replace the copy's, each
-    surviving mutant runs the group's test files (its ``tests/test_mutants_<group>.py`` first, ``-x``) with
-    ``MUTANT_UNDER_TEST`` set, as mutmut does, and a failing run (pytest exit 1) is recorded as killed in
-    mutmut's ``.meta`` file. The names it killed go to ``recheck.json`` in the group's folder.
+    surviving mutant runs the group's test files that are new or changed since the run (its
+    ``tests/test_mutants_<group>.py`` first, ``-x``) with ``MUTANT_UNDER_TEST`` set, as mutmut does, and a
+    failing run (pytest exit 1) is recorded as killed in mutmut's ``.meta`` file. The unmutated code must
+    pass those files first. The names it killed go to ``recheck.json`` in the group's folder.
     """
     d = workdir / group
     if not (d / "mutants").exists():
@@ -189,18 +190,24 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
             if (d / rel).read_bytes() != src.read_bytes():
                 raise SystemExit(f"mutation.py: --recheck {group}: {rel} changed since the group's run; its "
                                  f"mutants are stale, run the group again")
+    tests = group_tests(group)
+    # d/tests is the snapshot the run used: a test file that is the same now could not kill a survivor then
+    # (the tests are deterministic), so only new or changed files run, the group's test_mutants file first
+    # and alone (quick), then the others if the mutant survives it.
+    changed = [t for t in tests if not (d / t).exists() or (d / t).read_bytes() != (ROOT / t).read_bytes()]
     shutil.copytree(ROOT / "tests", d / "mutants" / "tests", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    tests = group_tests(group)
-    # The group's own test_mutants file runs first and alone (quick), then, if the mutant survives it, all files.
-    stages = [[t for t in tests if Path(t).name.startswith("test_mutants_")], tests]
-    stages = [stage for stage in stages if stage]
+    first = [t for t in changed if Path(t).name.startswith("test_mutants_")]
+    stages = [stage for stage in (first, [t for t in changed if t not in first]) if stage]
+    if not stages:
+        print(f"   recheck {group}: no test file changed since the run; nothing to do", flush=True)
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
 
     def pytest_rc(mutant: str) -> int | None:
         rc: int | None = 0
-        for stage in stages if mutant != "none" else stages[-1:]:
+        for stage in stages if mutant != "none" else [changed]:
             try:
                 rc = subprocess.run([*cmd, *stage], cwd=d / "mutants", env={**env, "MUTANT_UNDER_TEST": mutant},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout).returncode
@@ -214,7 +221,7 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
         raise SystemExit(f"mutation.py: --recheck {group}: the tests {tests} fail on the unmutated code")
     record_path = d / "recheck.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"tests": tests, "killed": []}
-    record["tests"] = tests
+    record["tests"] = changed
     for meta in sorted((d / "mutants").rglob("*.py.meta")):
         data = json.loads(meta.read_text())
         todo = [k for k, c in data["exit_code_by_key"].items() if c in SURVIVED_CODES | NO_TESTS_CODES]
