@@ -11,7 +11,7 @@ no training of its own).
 
 Variants: ``full`` (transformer: self-attention among beams, contextual query, sparsemax, soft),
 ``no-self-attention`` (layers = 0), ``fixed-query``, ``conv`` (today's selector: no self-attention, fixed
-query, conv keys), ``hard``, ``softmax``, ``entmax15``, ``cophase`` (values co-phased with the latest
+query, conv keys; ``conv-today`` the same at the scenario's own ``d_model``, not matched), ``hard``, ``softmax``, ``entmax15``, ``cophase`` (values co-phased with the latest
 reported phase) and ``cophase-predict`` (co-phased with the phase predicted at the use interval).
 
     nice -n 5 python scripts/ablation_selector.py scenarios/vehicular-60.toml --out results/ablation-v60
@@ -51,12 +51,14 @@ VARIANTS: dict[str, dict] = {
     "no-self-attention": {"layers": 0},
     "fixed-query": {"query": "fixed"},
     "conv": {"arch": "conv"},
+    "conv-today": {"arch": "conv"},  # today's selector at its own size (d_model of the scenario), not matched
     "hard": {"mode": "hard"},  # evaluation of `full` in hard mode
     "softmax": {"normalizer": "softmax"},
     "entmax15": {"normalizer": "entmax15"},
     "cophase": {"cophase": True},
     "cophase-predict": {"cophase": True, "phase_predict": True},
 }
+UNMATCHED = ("conv-today",)  # variants kept at the scenario's d_model (the others match full's parameter count)
 _TRANSFORMER_ONLY = ("layers", "heads", "query", "phase_predict", "phase_lead")
 
 
@@ -92,7 +94,7 @@ def matched(cfg: SelectorConfig, target: int, beams: torch.Tensor, measured: tor
 @torch.no_grad()
 def evaluate(sel: AttentionSelector, pool, drops: int, rho: float) -> dict[str, np.ndarray]:
     """Per-drop KPI means ``[drops]`` of ``sel`` on an evaluation pool (decisions drop-major)."""
-    out = selector_forward(sel, pool.rsrp, pool.phase)
+    out = selector_forward(sel, pool.rsrp, pool.phase, pool.burst, pool.burst_lead)
     w = out.beams.to(pool.cov.dtype)  # [S, N]
     gain = torch.einsum("sm,smn,sn->s", w.conj(), pool.cov, w).real.clamp_min(1e-30)  # [S]
     genie = pool.gain.max(-1)  # [S]
@@ -142,7 +144,10 @@ def main(argv=None) -> int:
     for name in names:
         train_name = "full" if name == "hard" else name
         cfg = variant_config(scn.selector, train_name, lead)
-        cfg = ref_cfg if train_name == "full" else matched(cfg, target, beams, measured)
+        if train_name == "full" or name in UNMATCHED:
+            cfg = ref_cfg if train_name == "full" else cfg
+        else:
+            cfg = matched(cfg, target, beams, measured)
         if cfg.cophase and not scn.measurement.with_phase:
             print(f"{name}: skipped (the scenario reports no phases)", file=sys.stderr)
             continue

@@ -9,7 +9,10 @@ Rows (each ratio measured in this process against its reference):
    batch 64 drops x 100 time steps, narrowband. Target ratio >= 20.
 2. Attention selector decisions per second, batched, no_grad: 64 antennas,
    64 beams, history 4, learned sparsemax selector in soft mode (and the
-   untrained one for information). Target >= 100,000 decisions/s.
+   untrained one for information). Target >= 100,000 decisions/s. Then at
+   history 8 (issue 13): the conv selector and the contextual one
+   (``arch = "transformer"``: 1 self-attention block, 4 heads, contextual
+   query), with the ratio of the two measured in the same process.
 
 Prints a markdown table, writes JSON (default results/bench_wireless.json).
 Times are medians of interleaved repeats.
@@ -74,12 +77,14 @@ def bench_channels(batch: int, steps: int, repeats: int) -> dict:
             "ratio": rate_g / rate_c, "target": 20.0, "pass": rate_g / rate_c >= 20.0}
 
 
-def bench_selector(batch: int, repeats: int, learned: bool) -> dict:
+def bench_selector(batch: int, repeats: int, learned: bool, arch: str = "conv", history: int = 4) -> dict:
     cb = dft_codebook(ULA(64))  # 64 antennas, 64 beams
     measured = torch.ones(64, dtype=torch.bool)
-    sel = AttentionSelector(SelectorConfig(history=4, learned=learned), cb.beams, measured).eval()
+    extra = {"arch": "transformer", "layers": 1, "heads": 4, "query": "context"} if arch == "transformer" else {}
+    torch.manual_seed(0)
+    sel = AttentionSelector(SelectorConfig(history=history, learned=learned, **extra), cb.beams, measured).eval()
     g = torch.Generator().manual_seed(0)
-    rsrp = torch.randn(batch, 4, 64, generator=g) * 6  # [S, L, M] dB
+    rsrp = torch.randn(batch, history, 64, generator=g) * 6  # [S, L, M] dB
 
     def run():
         with torch.no_grad():
@@ -87,8 +92,8 @@ def bench_selector(batch: int, repeats: int, learned: bool) -> dict:
 
     t = statistics.median(_median_time(run, 1) for _ in range(repeats))
     rate = batch / t
-    kind = "learned" if learned else "untrained"
-    return {"case": f"selector decisions/s ({kind}, sparsemax, soft), N=64, M=64, L=4, batch {batch}",
+    kind = ("learned" if learned else "untrained") + ("" if arch == "conv" else f", {arch}")
+    return {"case": f"selector decisions/s ({kind}, sparsemax, soft), N=64, M=64, L={history}, batch {batch}",
             "candidate_rate": rate, "target": 1e5 if learned else None,
             "pass": (rate >= 1e5) if learned else None}
 
@@ -98,14 +103,22 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("results/bench_wireless.json"))
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = p.parse_args(argv)
     repeats = a.repeats or (2 if a.quick else 7)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     rows = []
     print("channels ...", file=sys.stderr)
     rows.append(bench_channels(8 if a.quick else 64, 20 if a.quick else 100, repeats))
     print("selector ...", file=sys.stderr)
+    batch = 1024 if a.quick else 16384
     for learned in (True, False):
-        rows.append(bench_selector(1024 if a.quick else 16384, repeats, learned))
+        rows.append(bench_selector(batch, repeats, learned))
+    # Issue 13's targets are for L = 8: today's conv selector and the contextual (transformer) one, same process.
+    rows.append(bench_selector(batch, repeats, True, history=8))
+    rows.append(bench_selector(batch, repeats, True, arch="transformer", history=8))
+    rows[-1]["ratio_vs_conv_L8"] = rows[-1]["candidate_rate"] / rows[-2]["candidate_rate"]
     print("| case | candidate | reference | ratio | target | pass |")
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
@@ -117,6 +130,7 @@ def main(argv=None) -> int:
     write_json_atomic(a.out, {"benchmark": "bench_wireless", "quick": a.quick, "rows": rows,
                               "environment": {"beamattn": __version__, "torch": torch.__version__,
                                               "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                                              "load_average_1_5_15_min": list(os.getloadavg()),
                                               "python": platform.python_version(),
                                               "processor": platform.processor()}})
     print(f"wrote {a.out}", file=sys.stderr)

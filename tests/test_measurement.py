@@ -433,3 +433,88 @@ def test_measurement_noise_is_unit_complex_gaussian_shared_across_channels_and_i
     assert abs(complex((n1**2).mean())) < 5 / math.sqrt(count)
     corr = (n1[0] * n1[1].conj()).mean()
     assert abs(complex(corr)) < 5 / math.sqrt(n1[0].numel())
+
+
+# --------------------------------------------------------------------------- CSI-RS bursts (issue 13)
+
+
+def _doppler_los(b: int, t: int, n: int, doppler_hz: float, dt: float, seed: int) -> torch.Tensor:
+    """One line-of-sight path with a constant Doppler shift: h[b, t] = g_b e^{j 2π f_D t dt} a(u_b)."""
+    phase = torch.exp(2j * math.pi * doppler_hz * torch.arange(t, dtype=torch.float64) * dt)  # [T]
+    return _los_static(b, t, n, seed) * phase[None, :, None]
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("burst", 0, "field 'burst' = 0"), ("burst", 65, "field 'burst' = 65"), ("burst_spacing", 0.0, "burst_spacing"),
+])
+def test_burst_fields_are_range_checked_naming_them(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        _cfg(with_phase=True, **{field: value})
+
+
+def test_a_burst_needs_phases_and_must_fit_in_a_period():
+    with pytest.raises(ValueError, match="field 'burst' = 3 reports phases; expected with_phase = true"):
+        _cfg(burst=3)
+    with pytest.raises(ValueError, match="field 'burst_spacing' = 0.01 s x \\(burst - 1\\) = 0.02 s"):
+        _cfg(with_phase=True, burst=3, burst_spacing=0.01)
+
+
+def test_without_a_burst_the_episode_has_no_burst_phases():
+    ep = build_episode(_sample(_gauss(2, 40, 4, seed=0)), dft_codebook(ULA(4)), None, _cfg(with_phase=True), 0.0, 0)
+    assert ep.burst_phase is None and ep.burst is None and ep.timeline.burst_steps == (0,)
+
+
+def test_burst_instances_are_noiseless_phases_spacing_apart_ending_at_the_report():
+    # dt = 1 ms, period 20 ms, burst of 3 instances 2 ms apart: steps t_r - 4, t_r - 2, t_r for every report t_r.
+    dt, n = 0.001, 4
+    h = _gauss(2, 200, n, seed=1)
+    cb = dft_codebook(ULA(n), 2)
+    cfg = _cfg(period=0.02, delay=0.005, with_phase=True, burst=3, burst_spacing=0.002, snr_db=100.0)
+    ep = build_episode(_sample(h, dt), cb, None, cfg, 0.0, 5)
+    assert ep.timeline.burst_steps == (-4, -2, 0)
+    steps = ep.timeline.reports  # [D + H - 1]
+    assert int(steps[0]) == 4  # room for the first report's burst
+    for j, off in enumerate(ep.timeline.burst_steps):
+        truth = torch.angle(h[:, steps + off] @ cb.beams.to(h.dtype).T)  # [B, D+H-1, M]
+        err = torch.angle(torch.exp(1j * (ep.burst_phase[:, :, j] - truth)))
+        assert float(err.abs().max()) < 1e-3, off
+    torch.testing.assert_close(ep.burst_phase[:, :, -1], ep.report_phase)  # the last instance is the report
+    assert ep.burst.shape == (2, ep.num_decisions, 3, cb.num_beams)
+
+
+def test_burst_noise_is_its_own_stream_and_fixed_by_the_seed():
+    h = _gauss(2, 200, 4, seed=2)
+    cfg = _cfg(period=0.02, with_phase=True, burst=3, burst_spacing=0.002, snr_db=0.0)
+    one = build_episode(_sample(h, 0.001), dft_codebook(ULA(4)), None, cfg, 0.0, 7)
+    again = build_episode(_sample(h, 0.001), dft_codebook(ULA(4)), None, cfg, 0.0, 7)
+    other = build_episode(_sample(h, 0.001), dft_codebook(ULA(4)), None, cfg, 0.0, 8)
+    assert torch.equal(one.burst_phase, again.burst_phase)
+    assert not torch.equal(one.burst_phase[:, :, 0], other.burst_phase[:, :, 0])
+    # The earlier instances' noise is not the report's: at 0 dB they differ from the report's phase.
+    assert not torch.allclose(one.burst_phase[:, :, 0], one.burst_phase[:, :, -1])
+
+
+def test_a_burst_predicts_a_doppler_that_aliases_at_the_report_rate():
+    # 40 Hz Doppler: 2π·0.8 rad per 20 ms period (aliased: seen as -2π·0.2), 2π·0.08 rad per 2 ms burst spacing.
+    # The predictor on the burst gives the true phase at the middle of the use interval; on the period history
+    # it extrapolates the alias and misses by far.
+    from beamattn.wireless.selector_context import predict_phase
+
+    dt, n, f_d = 0.001, 4, 40.0
+    h = _doppler_los(2, 300, n, f_d, dt, seed=3)
+    cb = dft_codebook(ULA(n), 2)
+    cfg = _cfg(period=0.02, delay=0.005, with_phase=True, burst=4, burst_spacing=0.002, snr_db=100.0)
+    ep = build_episode(_sample(h, dt), cb, None, cfg, 0.0, 9)
+    tl = ep.timeline
+    assert ep.burst_lead == pytest.approx((5 + 9.5) / 2)  # (delay + (period - 1) / 2) steps over 2-step spacing
+    t_mid = tl.use_start.double() + (tl.use_len - 1) / 2  # [D] steps
+    gain = h[:, :1, :] @ cb.beams.to(h.dtype).T  # [B, 1, M] at t = 0
+    truth = torch.angle(gain * torch.exp(2j * math.pi * f_d * t_mid * dt)[None, :, None])  # [B, D, M]
+    strong = gain.abs().squeeze(1) > 0.3 * gain.abs().max()  # phases of beams in a null are noise-limited
+    pred = predict_phase(ep.burst, ep.burst_lead)  # [B, D, M]
+    err = torch.angle(torch.exp(1j * (pred - truth))).abs()  # [B, D, M]
+    assert float(err[strong.unsqueeze(1).expand_as(err)].max()) < 1e-3
+    rsrp, phase = ep.history(4)
+    lead = (tl.delay_steps + (tl.use_len - 1) / 2) / tl.period_steps
+    alias = torch.angle(torch.exp(1j * (predict_phase(phase[..., : cb.num_beams], lead) - truth))).abs()
+    assert float(alias[strong.unsqueeze(1).expand_as(alias)].min()) > 1.0

@@ -350,12 +350,27 @@ def test_the_contextual_selector_trains_and_runs_as_the_attention_policy(tmp_pat
     from beamattn.wireless.runner import run_scenario
     from beamattn.wireless.train import train_selector
 
+    # Co-phased with phases predicted from a CSI-RS burst of 3 instances 4 ms apart in each 20 ms period.
     sel = {"arch": "transformer", "d_model": 8, "heads": 2, "query": "context", "cophase": True,
            "phase_predict": True}
-    scn = tiny_scenario(selector=sel, measurement={"with_phase": True}, training={"steps": 3})
+    meas = {"with_phase": True, "burst": 3, "burst_spacing": 0.004}
+    scn = tiny_scenario(selector=sel, measurement=meas, training={"steps": 3})
     res = train_selector(scn, tmp_path / "ckpt", progress=False)
     assert res["selector"]["arch"] == "transformer" and res["selector"]["phase_predict"] is True
-    out = run_scenario(tiny_scenario(selector=sel, measurement={"with_phase": True}), None, progress=False,
+    out = run_scenario(tiny_scenario(selector=sel, measurement=meas), None, progress=False,
                        policies=["genie", "attention"], checkpoint=res["checkpoint"], figures=False)
     assert math.isfinite(out.summary["attention"]["loss_db"]["mean"])
     assert out.policies_config["attention"]["arch"] == "transformer"
+    set_b = scn.measurement.set_b
+    # The overhead of co-phasing: one phase per Set B beam and burst instance, per decision.
+    assert out.summary["attention"]["report"] == {"bits": None, "complex_values": 3 * set_b}
+
+
+def test_an_rsrp_only_selector_sends_no_csi_report():
+    from wireless_fixtures import tiny_scenario
+
+    from beamattn.wireless.runner import run_scenario
+
+    out = run_scenario(tiny_scenario(), None, progress=False, policies=["genie", "attention-untrained"],
+                       figures=False)
+    assert "report" not in out.summary["attention-untrained"]

@@ -136,3 +136,21 @@ def test_progress_of_another_training_or_corrupt_is_refused(files):
     with pytest.raises(ValueError, match="checksum"):
         train_selector(load_scenario(scn_file), out, progress=False, resume=True)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_resume_of_the_contextual_selector_gives_the_same_checkpoint_bit_for_bit(tmp_path):
+    # The transformer architecture (self-attention blocks, contextual query, phase predictor): its optimiser
+    # state and weights resume like the conv selector's.
+    scn_file = tmp_path / "ctx.toml"
+    scn_file.write_text(TOML.replace("[selector]\n", '[selector]\narch = "transformer"\nheads = 2\nquery = "context"\n'
+                                                      "cophase = true\nphase_predict = true\n")
+                        .replace("steps = 30", "steps = 20"))
+    ref = train_selector(load_scenario(scn_file), tmp_path / "ref", progress=False, save_every=5)
+    assert ref["selector"]["arch"] == "transformer"
+    out = tmp_path / "resumed"
+    with pytest.raises(Stop):
+        train_selector(load_scenario(scn_file), out, progress=False, save_every=5, on_step=_stop_at(12))
+    res = train_selector(load_scenario(scn_file), out, progress=False, save_every=5, resume=True)
+    assert res["resumed_at_step"] == 11 and res["log"] == ref["log"]
+    assert (out / "selector.safetensors").read_bytes() == (tmp_path / "ref" / "selector.safetensors").read_bytes()

@@ -151,6 +151,8 @@ RANGES: dict[str, Range] = {
     "oversampling": Range(1, 64, integer=True),
     "samples": Range(1, 4096, integer=True),
     "history": Range(1, 1024, integer=True),
+    "burst": Range(1, 64, integer=True),
+    "burst_spacing": Range(1e-6, 1.0, "s"),
     "drops": Range(1, 10**7, integer=True),
     "chunk_drops": Range(1, 10**6, integer=True),
     "steps": Range(1, 10**8, integer=True),

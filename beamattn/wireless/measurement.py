@@ -20,6 +20,13 @@ optionally quantised (1 dB steps like L1-RSRP) — and, with ``with_phase``
 measurement SNR of a unit-gain beam: with ``E|h_n|² = 1`` a random beam has
 gain 1 on average, so ``snr_db`` is the average per-beam measurement SNR.
 
+CSI-RS burst (``burst = K > 1``, with ``with_phase``): each report also carries the phases of ``K``
+CSI-RS instances ``burst_spacing`` apart, the last one at the report instant (as 3GPP Rel-18 Doppler-domain
+CSI prediction measures several instances a few ms apart in each period), so a phase slope (Doppler) can be
+estimated without the aliasing of one phase per period. Each extra instance has its own noise (drawn from a
+separate stream: the ordinary reports keep their noise); the overhead is ``K`` phases per measured beam and
+report.
+
 Common random numbers: the measurement noise of every (drop, decision, beam)
 is drawn once from the seed; every policy that measures a beam sees the same
 noise.
@@ -53,6 +60,10 @@ class MeasurementConfig:
         with_phase: also report the phase of each measured beam (CSI-RS-like).
         set_b: number of beams in Set B, the measured subset of Set A (0 = all of Set A).
         history: number of past measurements a decision may use, in [1, 1024].
+        burst: CSI-RS instances per report whose phases are reported (1 = the report's own), in [1, 64]; needs
+            ``with_phase`` when > 1.
+        burst_spacing: time between the instances of a burst (s), in [1e-6, 1] s; ``burst · spacing`` must fit
+            in one period.
 
     The ranges are those of :mod:`beamattn.wireless.limits` (physically meaningful ones).
     """
@@ -65,12 +76,21 @@ class MeasurementConfig:
     with_phase: bool = False
     set_b: int = 0
     history: int = 4
+    burst: int = 1
+    burst_spacing: float = 0.0025
 
     def __post_init__(self) -> None:
         # Physically meaningful ranges (beamattn.wireless.limits): e.g. snr_db in [-100, 100] dB keeps
         # 10^(snr_db / 10) and its square root exact in float32.
-        for name in ("period", "delay", "snr_db", "samples", "quantization_db", "history"):
+        for name in ("period", "delay", "snr_db", "samples", "quantization_db", "history", "burst", "burst_spacing"):
             check_range("measurement", name, getattr(self, name))
+        if self.burst > 1 and not self.with_phase:
+            raise ValueError(f"measurement: field 'burst' = {self.burst} reports phases; expected with_phase = true "
+                             "(or burst = 1)")
+        if self.burst > 1 and (self.burst - 1) * self.burst_spacing >= self.period:
+            raise ValueError(f"measurement: field 'burst_spacing' = {self.burst_spacing} s x (burst - 1) = "
+                             f"{(self.burst - 1) * self.burst_spacing:g} s; expected less than the period "
+                             f"{self.period} s")
         if isinstance(self.set_b, bool) or not isinstance(self.set_b, int) or self.set_b < 0:
             raise ValueError(f"measurement: field 'set_b' = {self.set_b!r}; expected an integer >= 0 (0 = all beams)")
         if not isinstance(self.with_phase, bool):
@@ -87,6 +107,7 @@ class Timeline:
     period_steps: int
     delay_steps: int
     history: int = 1  # reports a decision may read (its own and history - 1 earlier ones)
+    burst_steps: tuple[int, ...] = (0,)  # offsets (steps, <= 0) of a report's CSI-RS burst instances, last = 0
 
     @property
     def num_decisions(self) -> int:
@@ -103,7 +124,12 @@ def make_timeline(num_steps: int, dt: float, cfg: MeasurementConfig) -> Timeline
     """Decisions that fit a drop of ``num_steps`` samples of ``dt`` seconds."""
     period = max(1, round(cfg.period / dt))
     delay = round(cfg.delay / dt)
-    t0 = (cfg.history - 1) * period
+    spacing = max(1, round(cfg.burst_spacing / dt)) if cfg.burst > 1 else 0
+    burst = tuple(-(cfg.burst - 1 - r) * spacing for r in range(cfg.burst))  # e.g. (-4, -2, 0)
+    if cfg.burst > 1 and -burst[0] >= period:
+        raise ValueError(f"measurement: a burst of {cfg.burst} instances {spacing} samples apart does not fit in "
+                         f"a period of {period} samples of {dt:.3g} s; expected a smaller 'burst_spacing'")
+    t0 = (cfg.history - 1) * period - burst[0]  # room for the history and the first report's burst
     last = num_steps - delay - period  # latest measure step whose use interval fits
     if last < t0:
         raise ValueError(
@@ -111,7 +137,7 @@ def make_timeline(num_steps: int, dt: float, cfg: MeasurementConfig) -> Timeline
             f"{cfg.history} x period {cfg.period} s + delay {cfg.delay} s; expected a longer 'duration'")
     measure = torch.arange(t0, last + 1, period)
     return Timeline(measure=measure, use_start=measure + delay, use_len=period, period_steps=period, delay_steps=delay,
-                    history=cfg.history)
+                    history=cfg.history, burst_steps=burst)
 
 
 def set_b_indices(num_beams: int, size: int, device: torch.device | str = "cpu",
@@ -152,7 +178,9 @@ class Episode:
     - ``reports_db [B, D + H - 1, K]`` every reported RSRP (dB), noisy and quantised: the
       ``H - 1`` reports before decision 0, then one per decision (``H`` = config.history);
     - ``report_phase [B, D + H - 1, K]`` reported phases (rad) or None;
-    - ``rsrp_db`` / ``phase`` ``[B, D, K]``: the latest report of each decision.
+    - ``rsrp_db`` / ``phase`` ``[B, D, K]``: the latest report of each decision;
+    - ``burst_phase [B, D + H - 1, R, K]`` the phases of each report's CSI-RS burst (``R`` =
+      config.burst instances, the last one at the report instant), or None when ``burst = 1``.
 
     Truth (genie, MRT, metrics):
 
@@ -178,6 +206,7 @@ class Episode:
     snr_db: float  # transmit SNR ρ (dB) of the data link
     dt: float
     drop_ids: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] global drop ids, CPU
+    burst_phase: Tensor | None = None  # [B, D + H - 1, R, K] phases of each report's CSI-RS burst (R = burst > 1)
 
     @property
     def num_drops(self) -> int:
@@ -205,6 +234,19 @@ class Episode:
     def phase(self) -> Tensor | None:
         """The latest reported phase of each decision, ``[B, D, K]`` (rad), or None."""
         return None if self.report_phase is None else self.report_phase[:, self.timeline.history - 1:]
+
+    @property
+    def burst(self) -> Tensor | None:
+        """The CSI-RS burst phases of each decision's latest report, ``[B, D, R, K]`` (rad), or None."""
+        return None if self.burst_phase is None else self.burst_phase[:, self.timeline.history - 1:]
+
+    @property
+    def burst_lead(self) -> float:
+        """From a burst's last instance to the middle of the use interval, in burst spacings (None-safe: 0 when
+        there is no burst)."""
+        tl = self.timeline
+        spacing = tl.burst_steps[-1] - tl.burst_steps[-2] if len(tl.burst_steps) > 1 else 0
+        return 0.0 if spacing == 0 else (tl.delay_steps + (tl.use_len - 1) / 2) / spacing
 
     def gain(self, w: Tensor) -> Tensor:
         """Use-interval gain ``wᴴ R w`` of beams ``w [B, D, N]`` (or ``[B, D, J, N]``) → ``[B, D]`` (``[B, D, J]``)."""
@@ -275,6 +317,9 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
     if cfg.quantization_db > 0:
         rsrp_db = torch.round(rsrp_db / cfg.quantization_db) * cfg.quantization_db
     phase = torch.angle(y.mean(2)) if cfg.with_phase else None  # [B, D+H-1, K]
+    burst_phase = None
+    if cfg.burst > 1:
+        burst_phase = _burst_phases(h, steps, tl.burst_steps, beams, cfg, rho_m, seed, drop_offset, phase)
 
     # Truth over the use intervals: R = E[conj(h) hᵀ] over time (and band).
     use = (tl.use_start.unsqueeze(-1) + torch.arange(tl.use_len)).to(dev)  # [D, U]
@@ -289,7 +334,28 @@ def build_episode(sample: ChannelSample, codebook: Codebook, wide: Codebook | No
     set_b = set_b_indices(codebook.num_beams, cfg.set_b, device=dev, grid=codebook.grid)
     return Episode(codebook=codebook, wide=wide, set_b=set_b, timeline=tl, config=cfg, reports_db=rsrp_db,
                    report_phase=phase, gain_use=gain_use, cov_use=cov, mrt_gain=mrt, snr_db=snr_db, dt=dt,
-                   drop_ids=torch.arange(drop_offset, drop_offset + b))
+                   drop_ids=torch.arange(drop_offset, drop_offset + b), burst_phase=burst_phase)
+
+
+_BURST_STREAM = 0x5EED_B0257  # the burst instances' noise: a stream apart from the reports' (theirs is unchanged)
+
+
+def _burst_phases(h: Tensor, steps: Tensor, offsets: tuple[int, ...], beams: Tensor, cfg: MeasurementConfig,
+                  rho_m: float, seed: int, drop_offset: int, latest: Tensor) -> Tensor:
+    """Phases ``[B, D+H-1, R, K]`` of each report's burst: the ``R - 1`` earlier instances measured like a report
+    (``R`` samples of noise each, their own stream), then the report's own phase ``latest [B, D+H-1, K]``."""
+    b, r_count, k = h.shape[0], steps.numel(), beams.shape[0]
+    extra = len(offsets) - 1
+    noise = torch.empty(b, extra, r_count, cfg.samples, k, dtype=torch.complex64)
+    for i in range(b):  # per-drop generators, as the reports' noise
+        g = torch.Generator().manual_seed(mix_seed(seed ^ _BURST_STREAM, drop_offset + i))
+        noise[i] = torch.randn(extra, r_count, cfg.samples, k, generator=g, dtype=torch.complex64)
+    out = []
+    for j, off in enumerate(offsets[:-1]):
+        h_m = _sample_channel(h, steps + off, cfg.samples)  # [B, D+H-1, R, N]
+        y = math.sqrt(rho_m) * torch.matmul(h_m, beams.T) + noise[:, j].to(device=h.device, dtype=h.dtype)
+        out.append(torch.angle(y.mean(2)))  # [B, D+H-1, K]
+    return torch.stack([*out, latest], dim=2)  # [B, D+H-1, R, K]
 
 
 def mix_seed(seed: int, index: int) -> int:

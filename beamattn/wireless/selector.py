@@ -392,11 +392,17 @@ class AttentionSelector(nn.Module):
                               active=(w > 0).sum(-1))
 
 
-def selector_forward(sel: AttentionSelector, rsrp: Tensor, phase: Tensor | None) -> SelectorOutput:
+def selector_forward(sel: AttentionSelector, rsrp: Tensor, phase: Tensor | None, burst: Tensor | None = None,
+                     burst_lead: float | None = None) -> SelectorOutput:
     """``sel`` on reports ``rsrp [..., L, M]`` and the phase history of the same reports ``phase [..., L, M]``
-    (or None): the latest phases for co-phasing, the whole history for the phase predictor (``phase_predict``).
-    What training and the ``attention`` policy call, so both feed the selector alike."""
+    (or None): the latest phases for co-phasing, the phase history for the phase predictor (``phase_predict``)
+    — or, when given, the latest report's CSI-RS burst ``burst [..., R, M]`` with ``burst_lead`` (burst spacings
+    from its last instance to the middle of the use interval). What training and the ``attention`` policy call,
+    so both feed the selector alike."""
     if phase is None:
         return sel(rsrp)
-    history = phase if sel.config.phase_predict else None
-    return sel(rsrp, phase[..., -1, :], phase_history=history)
+    if not sel.config.phase_predict:
+        return sel(rsrp, phase[..., -1, :])
+    if burst is not None:
+        return sel(rsrp, phase[..., -1, :], phase_history=burst, phase_lead=burst_lead)
+    return sel(rsrp, phase[..., -1, :], phase_history=phase)

@@ -45,32 +45,35 @@ class DecisionPool:
     phase: torch.Tensor | None
     cov: torch.Tensor
     gain: torch.Tensor
+    burst: torch.Tensor | None = None  # [S, R, M] the latest report's CSI-RS burst phases (measurement burst > 1)
+    burst_lead: float | None = None  # burst spacings from its last instance to the middle of the use interval
 
     def __len__(self) -> int:
         return int(self.rsrp.shape[0])
 
     def take(self, idx: torch.Tensor) -> "DecisionPool":
         return DecisionPool(self.rsrp[idx], None if self.phase is None else self.phase[idx], self.cov[idx],
-                            self.gain[idx])
+                            self.gain[idx], None if self.burst is None else self.burst[idx], self.burst_lead)
 
 
 def collect_pool(scn: Scenario, seed: int, drops: int, stream: int, history: int,
                  device: torch.device | str = "cpu") -> tuple[DecisionPool, torch.Tensor]:
     """Decisions of ``drops`` drops from ``stream``, on ``device``; also returns the Set B indices."""
     parts = []
-    set_b = None
+    set_b, lead = None, None
     for _, ep, _ in episodes(scn, seed, drops, device=device, stream=stream):
         m = ep.num_beams
         rsrp, phase = ep.history(history)  # [B, D, L, K]
         parts.append((rsrp[..., :m].flatten(0, 1), None if phase is None else phase[..., :m].flatten(0, 1),
-                      ep.cov_use.flatten(0, 1), ep.gain_use.flatten(0, 1)))
-        set_b = ep.set_b
-    cat = [None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(4)]
-    return DecisionPool(*cat), set_b
+                      ep.cov_use.flatten(0, 1), ep.gain_use.flatten(0, 1),
+                      None if ep.burst is None else ep.burst[..., :m].flatten(0, 1)))
+        set_b, lead = ep.set_b, ep.burst_lead
+    cat = [None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(5)]
+    return DecisionPool(*cat, burst_lead=lead if cat[4] is not None else None), set_b
 
 
 def _objective(sel: AttentionSelector, pool: DecisionPool, rho: float) -> tuple[torch.Tensor, torch.Tensor]:
-    out = selector_forward(sel, pool.rsrp, pool.phase)
+    out = selector_forward(sel, pool.rsrp, pool.phase, pool.burst, pool.burst_lead)
     w = out.beams.to(pool.cov.dtype)  # [S, N]
     gain = torch.einsum("sm,smn,sn->s", w.conj(), pool.cov, w).real.clamp_min(0)  # [S]
     return torch.log2(1 + rho * gain), gain

@@ -119,6 +119,18 @@ class AttentionPolicy(Policy):
             self.selector = AttentionSelector(cfg, beams, measured)
         return self.selector
 
+    @property
+    def report_bits(self):
+        """For a co-phased selector, a CSI report: ``report_bits(ep)`` is None (unquantised phases) and
+        :meth:`report_values` counts them. None (no CSI report) for RSRP-only selectors, so the run records a
+        report size only for the co-phased ones."""
+        cfg = self.checkpoint_config or (self.selector.config if self.selector is not None else self.config)
+        return (lambda ep: None) if cfg.cophase else None
+
+    def report_values(self, ep: Episode) -> int:
+        """Phases per decision: one per Set B beam and CSI-RS instance (``burst`` instances per report)."""
+        return int(ep.set_b.numel()) * ep.config.burst
+
     def decide(self, ep: Episode) -> Decision:
         sel = self.build(ep)
         m = ep.num_beams
@@ -126,7 +138,9 @@ class AttentionPolicy(Policy):
         from ..selector import selector_forward
 
         with torch.no_grad():  # latest phases for co-phasing, the history for the phase predictor
-            out = selector_forward(sel, rsrp[..., :m], None if phase is None else phase[..., :m])
+            burst = None if ep.burst is None else ep.burst[..., :m]  # [B, D, R, M] the latest report's burst
+            out = selector_forward(sel, rsrp[..., :m], None if phase is None else phase[..., :m], burst,
+                                   ep.burst_lead)
         beams = out.beams.to(ep.cov_use.dtype)
         ranking = out.weights.topk(min(4, m), dim=-1).indices  # [B, D, 4]
         measured = torch.full(out.index.shape, float(ep.set_b.numel()), device=out.index.device)
