@@ -8,7 +8,8 @@
    (``--repeats``) in the same worker show the steady state.
 2. Cold and warm ``beamattn run`` of the scenario (``--drops`` drops; every policy, figures included), in a
    fresh process each, with an empty ``$BEAMATTN_RT_CACHE`` (cold: every solve) and then the filled one
-   (warm: cache reads only; the numbers are checked identical).
+   (warm: cache reads only; the numbers are checked identical), and the channel generation alone
+   (``runner.channel_chunks``, in this process) from the filled cache: what a warm run spends on ray tracing.
 
 The machine's load average is recorded (times are inflated when it exceeds the CPU count). Prints a
 markdown table, writes JSON (default results/bench_raytracing.json).
@@ -19,6 +20,7 @@ markdown table, writes JSON (default results/bench_raytracing.json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from beamattn.io import write_json_atomic  # noqa: E402
 from beamattn.wireless.channels.rt_cache import CACHE_ENV, TraceCache  # noqa: E402
 from beamattn.wireless.channels.sionna_rt import SionnaRTChannel, _erode, _Solver, rt_ready  # noqa: E402
+from beamattn.wireless.runner import channel_chunks  # noqa: E402
 from beamattn.wireless.scenario import load_scenario  # noqa: E402
 
 
@@ -97,6 +100,11 @@ def main() -> None:
         cold_s, cold = run_once(args.scenario, args.drops, cache, Path(outs) / "cold")
         warm_s, warm = run_once(args.scenario, args.drops, cache, Path(outs) / "warm")
         entries = len(list(Path(cache).rglob("*.npz")))
+        os.environ[CACHE_ENV] = cache
+        t0 = time.perf_counter()
+        for _ in channel_chunks(dataclasses.replace(scn, drops=args.drops), scn.seed, args.drops):
+            pass
+        channels_warm_s = time.perf_counter() - t0
     same = all(cold[p]["loss_db"]["mean"] == warm[p]["loss_db"]["mean"] for p in cold)
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -106,7 +114,7 @@ def main() -> None:
         "cpus": os.cpu_count(), "load_average": [load0, os.getloadavg()[0]],
         "traced_positions": tps,
         "end_to_end": {"drops": args.drops, "cold_s": cold_s, "warm_s": warm_s, "cache_entries": entries,
-                       "warm_equals_cold": same},
+                       "warm_equals_cold": same, "channel_generation_warm_s": channels_warm_s},
     }
     write_json_atomic(args.out, result)
     print(f"\n{result['scenario']} (scene {scn.channel.scene}, samples_per_src {scn.channel.samples_per_src}, depth "
@@ -121,6 +129,7 @@ def main() -> None:
     print(f"| positions with a path | {tps['fraction_with_a_path']:.0%} |")
     print(f"| `beamattn run`, {args.drops} drops, cold cache (s) | {cold_s:.1f} |")
     print(f"| `beamattn run`, {args.drops} drops, warm cache (s) | {warm_s:.1f} |")
+    print(f"| channel generation of the {args.drops} drops from the warm cache (s) | {channels_warm_s:.1f} |")
     print(f"| warm numbers identical to cold | {same} |")
     print(f"wrote {args.out}", file=sys.stderr)
 
