@@ -1,0 +1,76 @@
+"""Policy checks written from the mutation run (scripts/mutation.py, group ``policies``).
+
+The registered variants carry the parameters their names state, the untrained attention policy is
+untrained whatever config it is given, OMP-MRT ranks the codebook beams by their overlap with its own
+beam, and a bad decision's message names the global drop id (not the index inside a chunk).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from beamattn.wireless.policies import make_policy
+from beamattn.wireless.policies.checks import DecisionError, check_decision
+from beamattn.wireless.runner import episodes
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wireless_fixtures import tiny_scenario  # noqa: E402
+
+
+@pytest.mark.parametrize("name, beams, phase_bits, history", [
+    ("type2-l2-qpsk", 2, 2, 1), ("type2-l2-8psk", 2, 3, 1), ("type2-l4-qpsk", 4, 2, 1), ("type2-l4-8psk", 4, 3, 1),
+    ("type2-l4-8psk-avg", 4, 3, None),
+])
+def test_type2_variants_have_the_l_and_psk_of_their_names(name, beams, phase_bits, history):
+    p = make_policy(name)
+    assert (p.beams, p.phase_bits, p.history) == (beams, phase_bits, history)
+
+
+@pytest.mark.parametrize("name, history, debias, shrink", [
+    ("mrt-reports", 1, False, False), ("mrt-reports-avg", None, True, False), ("mrt-reports-mmse", None, True, True),
+])
+def test_mrt_from_reports_variants(name, history, debias, shrink):
+    p = make_policy(name)
+    assert (p.history, p.debias, p.shrink) == (history, debias, shrink)
+
+
+def test_untrained_attention_stays_untrained_with_a_learned_config():
+    from beamattn.wireless.selector import SelectorConfig
+
+    p = make_policy("attention-untrained", config=SelectorConfig(learned=True))
+    assert p.config.learned is False
+
+
+@pytest.fixture(scope="module")
+def second_chunk():
+    """The second chunk of the tiny scenario (3 drops in chunks of 2): one drop, global id 2."""
+    scn = tiny_scenario()
+    chunks = episodes(scn, scn.seed, scn.drops)
+    next(chunks)
+    _, ep, _ = next(chunks)
+    assert ep.drop_ids.tolist() == [2]
+    return ep
+
+
+def test_omp_mrt_ranks_codebook_beams_by_their_overlap_with_its_beam(second_chunk):
+    # With w = conj(ĥ)/||ĥ||, |v_mᴴ w| = |ĥᵀ v_m| / ||ĥ||: the beam OMP-MRT ranks first is the codebook
+    # beam closest to the beam it uses.
+    ep = second_chunk
+    dec = make_policy("omp-mrt").decide(ep)
+    assert dec.ranking is not None and dec.ranking.shape == (*dec.index.shape, min(4, ep.num_beams))
+    overlap = torch.einsum("mn,bdn->bdm", ep.codebook.beams.conj().to(dec.beams.dtype), dec.beams).abs()  # [B, D, M]
+    assert torch.equal(dec.ranking[..., 0], overlap.argmax(-1))
+
+
+def test_a_bad_decision_names_the_global_drop_id(second_chunk):
+    ep = second_chunk
+    good = make_policy("genie").decide(ep)
+    beams = good.beams.clone()
+    beams[0, 1, 0] = complex(float("nan"), 0.0)
+    with pytest.raises(DecisionError, match="drop 2, decision 1"):
+        check_decision("p", ep, dataclasses.replace(good, beams=beams))
