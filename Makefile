@@ -85,8 +85,9 @@ $(STAMP_RT): $(STAMP)
 	$(PY) -m pip install -q --force-reinstall --no-deps "sionna-no-rt==$$($(PY) -c 'import importlib.metadata as m; print(m.version("sionna-no-rt"))')"
 	touch $(STAMP_RT)
 
-# Train the selector on the ray-traced munich-vehicular and evaluate every policy on it (cold: ~10-20 min on 2 loaded
-# cores; every solve is cached in $$BEAMATTN_RT_CACHE, default ~/.cache/beamattn/rt, so a rerun takes seconds).
+# Train the selector on the ray-traced munich-vehicular and evaluate every policy on it (cold: 25 + 8 min measured on
+# 2 cores shared by ~20 jobs; every solve is cached in $$BEAMATTN_RT_CACHE, default ~/.cache/beamattn/rt: a rerun
+# reads its channels in seconds).
 RT_SCENARIO ?= scenarios/munich-vehicular.toml
 RT_NAME     := $(basename $(notdir $(RT_SCENARIO)))
 raytraced: $(STAMP_RT)
