@@ -86,7 +86,7 @@ $(STAMP_RT): $(STAMP)
 	touch $(STAMP_RT)
 
 # Train the selector on the ray-traced munich-vehicular and evaluate every policy on it (cold: 25 + 8 min measured on
-# 2 cores shared by ~20 jobs; every solve is cached in $$BEAMATTN_RT_CACHE, default ~/.cache/beamattn/rt: a rerun
+# 2 cores shared by ~20 jobs; every solve is cached in $BEAMATTN_RT_CACHE, default ~/.cache/beamattn/rt: a rerun
 # reads its channels in seconds).
 RT_SCENARIO ?= scenarios/munich-vehicular.toml
 RT_NAME     := $(basename $(notdir $(RT_SCENARIO)))

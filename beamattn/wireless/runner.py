@@ -254,6 +254,8 @@ def run_scenario(scn: Scenario, out_dir: str | Path | None, *, policies: list[st
             trace.setdefault("_positions_use", []).extend(sample.positions[:, ep.timeline.use_start].cpu().tolist())
         if scn.backend == "sionna-rt":  # positions at the decisions, for the scene map (wireless.scene_map)
             trace.setdefault("_positions_use", []).extend(sample.positions[:, ep.timeline.use_start].cpu().tolist())
+        if scn.backend == "sionna-rt":  # positions at the decisions, for the scene map (wireless.scene_map)
+            trace.setdefault("_positions_use", []).extend(sample.positions[:, ep.timeline.use_start].cpu().tolist())
         if start == 0:
             trace["_times"] = times
             trace["_genie_index"] = ep.gain_use[0].argmax(-1).cpu().tolist()
