@@ -74,3 +74,19 @@ def test_a_bad_decision_names_the_global_drop_id(second_chunk):
     beams[0, 1, 0] = complex(float("nan"), 0.0)
     with pytest.raises(DecisionError, match="drop 2, decision 1"):
         check_decision("p", ep, dataclasses.replace(good, beams=beams))
+
+
+def test_omp_accepts_one_path_and_refuses_a_relative_tolerance_of_one():
+    assert make_policy("omp-beam", max_paths=1).max_paths == 1
+    assert make_policy("omp-beam", rel_tol=0.0).rel_tol == 0.0
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"'rel_tol' = .*; expected a number in \[0, 1\)"):
+            make_policy("omp-beam", rel_tol=bad)
+    with pytest.raises(ValueError, match="'max_paths' = 0"):
+        make_policy("omp-beam", max_paths=0)
+
+
+def test_omp_with_one_path_on_the_tiny_scenario_returns_valid_decisions(second_chunk):
+    ep = second_chunk
+    dec = make_policy("omp-mrt", max_paths=1).decide(ep)
+    check_decision("omp-mrt", ep, dec)
