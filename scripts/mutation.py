@@ -152,6 +152,48 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "beamattn.wireless.metrics.x_used_beam__mutmut_32": (
         "+return torch.where(free & (best > 1 - SAME_BEAM_TOL), arg, index)",
         "differs only when |vᴴw|² equals 1 - 1e-4 exactly"),
+    # core-sparsemax: integer ranks promote to the input's dtype; README's list for the others
+    "beamattn.core.sparsemax.x__sparsemax_threshold_sort__mutmut_19": (
+        "+rho = torch.arange(1, n + 1, device=z.device, dtype=None).view(shape)",
+        "int64 ranks 1..n promote to z's dtype in rho * z_srt: the same values"),
+    "beamattn.core.sparsemax.x__sparsemax_threshold_sort__mutmut_23": (
+        "+rho = torch.arange(1, n + 1, device=z.device, ).view(shape)", "as _19"),
+    "beamattn.core.sparsemax.x__sparsemax_threshold_sort__mutmut_30": (
+        "+z_cumsum = z_srt.nan_to_num(neginf=None).cumsum(dim) - 1  # -inf entries never enter the support",
+        "-inf entries sort last and are never in the support: what replaces them in the cumsum is never read"),
+    "beamattn.core.sparsemax.x__sparsemax_threshold_sort__mutmut_31": (
+        "+z_cumsum = z_srt.nan_to_num(neginf=1.0).cumsum(dim) - 1  # -inf entries never enter the support",
+        "as _30"),
+    "beamattn.core.sparsemax.x__sparsemax_threshold_sort__mutmut_40": (
+        "+support = (rho * z_srt >= z_cumsum).sum(dim=dim, keepdim=True).clamp_min(1)",
+        "at equality the extra entry equals tau (weight 0) and tau is unchanged"),
+    "beamattn.core.sparsemax.x__sparsemax_threshold_sort__mutmut_51": (
+        "+tau = z_cumsum.gather(dim, support - 1) / support.to(None)",
+        "dividing by the int64 support gives the same floats"),
+    "beamattn.core.sparsemax.xǁ_Entmax15ǁbackward__mutmut_18": (
+        "+q = dx.sum(ctx.dim, keepdim=True) / gppr.sum(ctx.dim, keepdim=True).clamp_min(1.0)",
+        "gppr = sqrt(p) sums to >= 1 when p sums to 1: the clamp never acts"),
+    "beamattn.core.sparsemax.xǁ_Entmax15ǁforward__mutmut_18": (
+        "+z = z.clamp_min(-3.0)", "entries below -1 (after the shift and halving) are never in the support"),
+    "beamattn.core.sparsemax.xǁ_Entmax15ǁforward__mutmut_37": (
+        "+rho = torch.arange(1, n + 1, device=z.device, dtype=None).view(shape)", "integer ranks promote"),
+    "beamattn.core.sparsemax.xǁ_Entmax15ǁforward__mutmut_41": (
+        "+rho = torch.arange(1, n + 1, device=z.device, ).view(shape)", "integer ranks promote"),
+    # policies
+    "beamattn.wireless.policies.omp.xǁOMPǁestimate__mutmut_59": (
+        "+sel = torch.stack(support, +1)  # [S, k]", "dim 1 is dim -1 when stacking 1-D tensors"),
+    "beamattn.wireless.policies.references.xǁRandomǁ__init____mutmut_1": (
+        "+def FUNCTION(self, seed: int = 12346) -> None:", "another default seed is as random"),
+    "beamattn.wireless.policies.references.xǁUniformǁdecide__mutmut_40": (
+        "+return Decision(beams=w.expand(*shape, -1), index=torch.full(shape, -1, dtype=torch.long, ),",
+        "device-only: the same on a CPU"),
+    "beamattn.wireless.policies.csi_codebooks.xǁTypeIIL4QPSKǁ__init____mutmut_4": (
+        "+super().__init__(beams=4, )", "phase_bits=2 is TypeII's default"),
+    "beamattn.wireless.policies.csi_codebooks.xǁTypeIOversampledǁdecide__mutmut_7": (
+        "+gains = (h_hat @ ep.codebook.beams.to(y.dtype).T).abs() * 2  # [B, D, M] |ĥᵀ v_m|²",
+        "only the ranking of the gains is used: 2|x| orders beams as |x|²"),
+    "beamattn.wireless.policies.learned.x__doc__mutmut_1": (
+        "+spec = None", "builds class docstrings once, at import, before mutmut selects a mutant"),
 }
 NO_TESTS_CODES = {5, 33}
 
