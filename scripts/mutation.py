@@ -421,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true", help="do not run: only summarise the finished runs")
     p.add_argument("--sample", type=int, default=1, help="check every k-th mutant of each file only (default 1: all)")
     p.add_argument("--keep", action="store_true", help="reuse a group's folder (mutants, stats, results) if present")
+    p.add_argument("--markdown", action="store_true", help="print the results as a Markdown table and exit")
     p.add_argument("--recheck", action="store_true",
                    help="do not rerun mutmut: run the current tests against each group's surviving mutants only")
     args = p.parse_args(argv)
@@ -428,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown group(s) {unknown}; expected some of {list(GROUPS)}")
     workdir = Path(args.workdir)
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.out).read_text())))
+        return 0
     if args.recheck:
         for group in args.groups or GROUPS:
             recheck_group(group, workdir, args.timeout or 600.0)
@@ -459,6 +463,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['not_checked']} not checked")
     print(f"total: {total}; wrote {out_path}")
     return 0
+
+
+def markdown_table(summary: dict) -> str:
+    """The per-module results of ``summary`` (the JSON this script writes) as a Markdown table."""
+    rows = ["| group | module | checked (of all, sampling) | killed | survived | equivalent | no tests | timeout "
+            "| score |", "|---|---|---|---|---|---|---|---|---|"]
+    for g, res in summary["groups"].items():
+        k = res.get("sample_every", 1)
+        for mod, m in res["modules"].items():
+            score = "—" if m["score"] is None else f"{100 * m['score']:.1f}%"
+            rows.append(f"| {g} | {mod.removeprefix('beamattn/')} | {m['checked']} of {m['mutants']}"
+                        f"{f', 1 in {k}' if k > 1 else ''} | {m['killed']} | {m['survived']} | "
+                        f"{m.get('equivalent', 0)} | {m['no_tests']} | {m['timeout']} | {score} |")
+    t = summary["total"]
+    rows.append(f"| **total** | | {t['checked']} | {t['killed']} | {t['survived']} | {t['equivalent']} | "
+                f"{t['no_tests']} | {t['timeout']} | **{100 * t['score']:.1f}%** |")
+    return "\n".join(rows)
 
 
 def _mutmut_version() -> str:
