@@ -292,12 +292,11 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
     d = workdir / group
     if not (d / "mutants").exists():
         raise SystemExit(f"mutation.py: --recheck {group}: no finished run in {d}; run the group first")
-    for pattern in GROUPS[group][0]:
-        for src in ROOT.glob(pattern):
-            rel = src.relative_to(ROOT)
-            if (d / rel).read_bytes() != src.read_bytes():
-                raise SystemExit(f"mutation.py: --recheck {group}: {rel} changed since the group's run; its "
-                                 f"mutants are stale, run the group again")
+    stale = {str(src.relative_to(ROOT)) for pattern in GROUPS[group][0] for src in ROOT.glob(pattern)
+             if not (d / src.relative_to(ROOT)).exists()
+             or (d / src.relative_to(ROOT)).read_bytes() != src.read_bytes()}
+    for rel in sorted(stale):
+        print(f"   recheck {group}: {rel} changed since the group's run: its mutants are stale, skipped", flush=True)
     tests = group_tests(group)
     # d/tests is the snapshot the run used: a test file that is the same now could not kill a survivor then
     # (the tests are deterministic), so only new or changed files run, the group's test_mutants file first
@@ -331,6 +330,8 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
     record = json.loads(record_path.read_text()) if record_path.exists() else {"tests": tests, "killed": []}
     record["tests"] = changed
     for meta in sorted((d / "mutants").rglob("*.py.meta")):
+        if str(meta.relative_to(d / "mutants"))[: -len(".meta")] in stale:
+            continue
         data = json.loads(meta.read_text())
         todo = [k for k, c in data["exit_code_by_key"].items() if c in SURVIVED_CODES | NO_TESTS_CODES]
         for key in todo:
@@ -395,7 +396,10 @@ def collect(group: str, workdir: Path) -> dict | None:
         other = len(codes) - killed - len(survived) - len(no_tests) - unchecked - len(timeouts)
         checked = killed + len(survived) + len(no_tests) + len(equivalent)
         real = checked - len(equivalent)
+        current = ROOT / rel
+        stale = not current.exists() or current.read_bytes() != (d / rel).read_bytes()
         modules[rel] = {
+            "stale": stale,  # the module changed since this run: these numbers are for an older version
             "mutants": len(codes), "checked": checked, "killed": killed, "survived": len(survived),
             "equivalent": len(equivalent), "no_tests": len(no_tests), "timeout": len(timeouts),
             "not_checked": unchecked, "other": other,
@@ -445,10 +449,15 @@ def main(argv: list[str] | None = None) -> int:
         res = collect(group, workdir)
         if res is not None:
             groups[group] = res
-    total = {k: sum(m.get(k, 0) for g in groups.values() for m in g["modules"].values())
+    for res in groups.values():  # entries kept from an older JSON whose folder is gone cannot be verified
+        for m in res["modules"].values():
+            m.setdefault("stale", True)
+    total = {k: sum(m.get(k, 0) for g in groups.values() for m in g["modules"].values() if not m.get("stale"))
              for k in ("mutants", "checked", "killed", "survived", "equivalent", "no_tests", "timeout", "not_checked")}
     real = total["checked"] - total["equivalent"]
     total["score"] = round(total["killed"] / real, 4) if real else None
+    total["stale_modules_left_out"] = sorted(mod for g in groups.values() for mod, m in g["modules"].items()
+                                             if m.get("stale"))
     summary = {"tool": "mutmut " + _mutmut_version(),
                "score": "killed / (killed + survived + no tests); equivalent mutants (EQUIVALENT) counted apart",
                "not_mutated": DO_NOT_MUTATE, "total": total, "groups": groups,
@@ -457,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(out_path, summary)
     for g, res in groups.items():
         for mod, m in res["modules"].items():
-            print(f"{g:18s} {mod:40s} {m['killed']:4d}/{m['checked']:4d} killed (score {m['score']}), "
+            print(f"{g:18s} {mod:40s} {m['killed']:4d}/{m['checked']:4d} killed (score {m['score']})"
+                  f"{' STALE (module changed since the run; not in the total)' if m.get('stale') else ''}, "
                   f"{m['survived']} survived, {m.get('equivalent', 0)} equivalent, {m['no_tests']} without tests, "
                   f"{m['timeout']} timed out, "
                   f"{m['not_checked']} not checked")
