@@ -335,7 +335,7 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
         data = json.loads(meta.read_text())
         rel = str(meta.relative_to(d / "mutants"))[: -len(".meta")]
         todo = [k for k, c in data["exit_code_by_key"].items() if c in SURVIVED_CODES | NO_TESTS_CODES
-                and not (k in EQUIVALENT and EQUIVALENT[k][0] in mutant_diff(d, rel, k))]  # listed: no test can
+                and not (k in EQUIVALENT and EQUIVALENT[k][0] in mutant_diff(d, rel, k))]  # listed equivalents: skipped
         for key in todo:
             rc = pytest_rc(key)
             print(f"   recheck {key}: {'killed' if rc == 1 else 'survived' if rc == 0 else rc}", flush=True)
