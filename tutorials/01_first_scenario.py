@@ -26,7 +26,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from beamattn.wireless.runner import run_scenario
+import beamattn
 from beamattn.wireless.scenario import ScenarioError, parse_scenario
 
 SMALL = os.environ.get("BEAMATTN_TUTORIAL_SMALL") == "1"
@@ -67,9 +67,11 @@ except ScenarioError as e:
 # Every policy sees the same channels and measurement noise (common random numbers), so differences come
 # from the policies alone. `reference="exhaustive"` pairs each policy with the 64-beam sweep over the same
 # drops: the last column of the table is the paired loss difference with its 95% bootstrap CI.
+# `beamattn.evaluate` (the public API) runs what `beamattn run` runs; with `out_dir` it also writes
+# `metrics.json`, `steps.csv` and `figures/` there.
 
 # %%
-result = run_scenario(scn, OUT, reference="exhaustive", progress=False, figures=not SMALL, force=True)
+result = beamattn.evaluate(scn, reference="exhaustive", out_dir=OUT, force=True, quiet=False)
 
 # %% [markdown]
 # ## Read the results
@@ -104,5 +106,5 @@ print(len(rows), "decisions of best-of-set-b in drop 0; the first three:")
 for r in rows[:3]:
     print({k: r[k] for k in ("decision", "time_s", "beam", "snr_db", "genie_db", "loss_db")})
 
-# The same numbers, in memory: run_scenario returns them as well.
+# The same numbers, in memory: evaluate returns them as well.
 assert abs(result.summary["genie"]["loss_db"]["mean"]) < 1e-3  # float32 rounding

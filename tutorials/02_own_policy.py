@@ -16,6 +16,9 @@
 # reference, in the tables, `metrics.json`, sweeps and link-level runs. From the command line the same file
 # is loaded with `--plugin FILE.py` (see `examples/my_policy.py`).
 #
+# The public API (`import beamattn`: `beamattn.register`, `beamattn.Policy`, `beamattn.Decision`,
+# `beamattn.episodes`, `beamattn.evaluate`) gives the numbers of `beamattn run` from Python.
+#
 # The policy of this tutorial adds **hysteresis** to best-of-Set-B: keep the current beam unless another
 # measured beam reports at least `margin_db` more. It trades a little SNR for fewer beam switches (the
 # `switch` KPI), which is what a real link wants when each switch costs signalling.
@@ -27,16 +30,13 @@ from pathlib import Path
 
 import torch
 
-from beamattn.wireless.measurement import Episode
-from beamattn.wireless.policies import Decision, Policy, register
+import beamattn
 from beamattn.wireless.policies.base import read_reports
 from beamattn.wireless.policies.checks import check_decision
-from beamattn.wireless.runner import episodes, run_scenario
 from beamattn.wireless.scenario import parse_scenario
 
 SMALL = os.environ.get("BEAMATTN_TUTORIAL_SMALL") == "1"
 ROOT = Path.cwd() if (Path.cwd() / "scenarios").is_dir() else Path.cwd().parent
-OUT = Path(os.environ.get("BEAMATTN_TUTORIAL_OUT", ROOT / "results" / "tutorials")) / "02_own_policy"
 
 
 # %% [markdown]
@@ -48,8 +48,8 @@ OUT = Path(os.environ.get("BEAMATTN_TUTORIAL_OUT", ROOT / "results" / "tutorials
 # beams measured for the decision (the overhead).
 
 # %%
-@register("hysteresis-set-b")
-class HysteresisSetB(Policy):
+@beamattn.register("hysteresis-set-b")
+class HysteresisSetB(beamattn.Policy):
     """Best of Set B, but switch only when a measured beam reports ``margin_db`` more than the current one."""
 
     def __init__(self, margin_db: float = 2.0):
@@ -58,7 +58,7 @@ class HysteresisSetB(Policy):
                              "expected a number in [0, 30] dB")
         self.margin_db = float(margin_db)
 
-    def decide(self, ep: Episode) -> Decision:
+    def decide(self, ep: beamattn.Episode) -> beamattn.Decision:
         ids = ep.set_b  # [J] measured beams (codebook indices)
         reports, _ = read_reports(self.name, ep, ids, history=1)  # [B, D, J] latest reports, dB
         b, d, _ = reports.shape
@@ -71,7 +71,7 @@ class HysteresisSetB(Policy):
         index = ids[choice]  # [B, D] codebook index
         beams = ep.codebook.beams.to(ep.cov_use.dtype)[index]  # [B, D, N] unit-norm beams
         measured = torch.full((b, d), float(ids.numel()), device=reports.device)  # [B, D] beams measured
-        return Decision(beams=beams, index=index, measured=measured)
+        return beamattn.Decision(beams=beams, index=index, measured=measured)
 
     def describe(self) -> dict:  # recorded in metrics.json under policies_config
         return {"margin_db": self.margin_db}
@@ -80,7 +80,8 @@ class HysteresisSetB(Policy):
 # %% [markdown]
 # ## Check it on one batch of drops
 #
-# `episodes` yields the same batches `beamattn run` evaluates. `check_decision` is what the runner applies
+# `beamattn.episodes` yields the chunks of drops `beamattn run` evaluates (the episode: reports and truth;
+# the channel it was measured on). `check_decision` is what the runner applies
 # to every decision before any KPI: shapes, finite values, unit-norm beams, indices in range; a broken
 # policy stops with one line naming the field.
 
@@ -93,7 +94,7 @@ if SMALL:
 # parse_scenario: the name must be registered, which it now is).
 doc.setdefault("policy", {})["hysteresis-set-b"] = {"margin_db": 2.0}
 scn = parse_scenario(doc, source="vehicular-60 (tutorial)")
-start, ep, sample = next(iter(episodes(scn, seed=scn.seed, num_drops=scn.chunk_drops)))
+ep = next(iter(beamattn.episodes(scn))).episode
 dec = HysteresisSetB(margin_db=2.0).decide(ep)
 check_decision("hysteresis-set-b", ep, dec)
 print("beams", tuple(dec.beams.shape), "indices", tuple(dec.index.shape), "first drop:", dec.index[0, :12].tolist())
@@ -102,7 +103,7 @@ print("beams", tuple(dec.beams.shape), "indices", tuple(dec.index.shape), "first
 # A broken decision is refused in one line:
 
 # %%
-bad = Decision(beams=2 * dec.beams, index=dec.index, measured=dec.measured)  # not unit norm
+bad = beamattn.Decision(beams=2 * dec.beams, index=dec.index, measured=dec.measured)  # not unit norm
 try:
     check_decision("hysteresis-set-b", ep, bad)
 except ValueError as e:
@@ -115,8 +116,8 @@ except ValueError as e:
 # set above. Paired against best-of-Set-B over the same drops:
 
 # %%
-result = run_scenario(scn, OUT, policies=["genie", "exhaustive", "best-of-set-b", "hysteresis-set-b"],
-                      reference="best-of-set-b", progress=False, figures=False, force=True)
+result = beamattn.evaluate(scn, ["genie", "exhaustive", "best-of-set-b", "hysteresis-set-b"],
+                           reference="best-of-set-b", quiet=False)  # out_dir=... also writes the files
 for name in ("best-of-set-b", "hysteresis-set-b"):
     s = result.summary[name]
     d = s["paired_vs_reference"]["loss_db"]
