@@ -33,8 +33,10 @@ for _path in (ROOT, ROOT / "scripts"):  # the package (a fresh clone without an 
 
 from gen_docs_griffe import rst_to_md  # noqa: E402 - after the path is set
 
-# The packages whose public functions and classes the API reference must cover (issue 15).
+# The packages whose public functions and classes the API reference must cover (issue 15), and the top-level
+# modules of the researcher's API (import beamattn: load_scenario, evaluate, ...; policy plugins).
 API_PACKAGES = ("beamattn.core", "beamattn.wireless", "beamattn.linklevel")
+API_MODULES = ("beamattn.api", "beamattn.plugins")
 
 
 # --------------------------------------------------------------------------------------------- command line
@@ -310,6 +312,7 @@ def api_modules() -> list[str]:
             if any(p.startswith("_") for p in parts) or "__pycache__" in path.parts:
                 continue
             names.append(".".join(parts))
+    names += [m for m in API_MODULES if (ROOT / (m.replace(".", "/") + ".py")).exists()]
     return sorted(names)
 
 
@@ -377,7 +380,8 @@ def api_pages() -> dict[str, str]:
     summary = ["* [Overview](index.md)"]
     index = ["# API reference", "",
              "Generated from the docstrings at build time (mkdocstrings). Every public function and class of "
-             "`beamattn.core`, `beamattn.wireless` and `beamattn.linklevel`, with shapes and units as the "
+             "`beamattn.core`, `beamattn.wireless` and `beamattn.linklevel`, and the researcher's API "
+             "(`beamattn.api`, re-exported by `import beamattn`), with shapes and units as the "
              "docstrings give them. A package's page lists the names it exports (`__all__`) and links each to "
              "the module that defines it.", "", "| module | summary |", "|---|---|"]
     for mod in api_modules():
