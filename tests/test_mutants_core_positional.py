@@ -76,3 +76,13 @@ def test_every_encoding_is_built_on_the_requested_device(make, shape):
     # The meta device holds no data: every intermediate must be created there too (a CPU tensor mixed in fails).
     out = make("meta")
     assert out.device.type == "meta" and tuple(out.shape) == shape
+
+
+def test_learned_embedding_lookup_errors_name_the_class_and_the_range():
+    emb = LearnedPositionalEmbedding(4, 2)
+    with pytest.raises(ValueError, match=r"LearnedPositionalEmbedding: argument 'positions' has values in \[0, 4\]"):
+        emb(torch.tensor([0, 4]))
+    with pytest.raises(TypeError, match="LearnedPositionalEmbedding: argument 'positions' has dtype torch.float32"):
+        emb(torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="LearnedPositionalEmbedding: argument 'length' = 5 exceeds max_length = 4"):
+        emb(5)
