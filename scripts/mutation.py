@@ -279,7 +279,7 @@ def run_group(group: str, workdir: Path, jobs: int, timeout: float | None, sampl
     (d / "elapsed_s").write_text(f"{time.time() - t0:.0f}\n")
 
 
-def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
+def recheck_group(group: str, workdir: Path, timeout: float = 600.0, match: str = "") -> None:
     """Run the group's *current* test files against the mutants its last run left surviving (or without tests).
 
     For a group whose source modules have not changed since its run (checked: a changed module is refused),
@@ -335,7 +335,8 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0) -> None:
         data = json.loads(meta.read_text())
         rel = str(meta.relative_to(d / "mutants"))[: -len(".meta")]
         todo = [k for k, c in data["exit_code_by_key"].items() if c in SURVIVED_CODES | NO_TESTS_CODES
-                and not (k in EQUIVALENT and EQUIVALENT[k][0] in mutant_diff(d, rel, k))]  # listed equivalents: skipped
+                and match in k and not (k in EQUIVALENT and EQUIVALENT[k][0] in mutant_diff(d, rel, k))]
+        # (listed equivalents are skipped; --match limits the recheck to the names containing it)
         for key in todo:
             rc = pytest_rc(key)
             print(f"   recheck {key}: {'killed' if rc == 1 else 'survived' if rc == 0 else rc}", flush=True)
@@ -427,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true", help="do not run: only summarise the finished runs")
     p.add_argument("--sample", type=int, default=1, help="check every k-th mutant of each file only (default 1: all)")
     p.add_argument("--keep", action="store_true", help="reuse a group's folder (mutants, stats, results) if present")
+    p.add_argument("--match", default="", help="with --recheck: only the mutants whose name contains this")
     p.add_argument("--markdown", action="store_true", help="print the results as a Markdown table and exit")
     p.add_argument("--recheck", action="store_true",
                    help="do not rerun mutmut: run the current tests against each group's surviving mutants only")
@@ -440,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.recheck:
         for group in args.groups or GROUPS:
-            recheck_group(group, workdir, args.timeout or 600.0)
+            recheck_group(group, workdir, args.timeout or 600.0, args.match)
     elif not args.collect:
         for group in args.groups or GROUPS:
             run_group(group, workdir, args.jobs, args.timeout, args.sample, args.keep)
