@@ -88,12 +88,16 @@ def test_every_model_is_one_registered_policy_that_needs_a_checkpoint():
 
 @pytest.mark.parametrize("scenario", ["vehicular-60.toml", "vehicular-60-upa.toml"])
 def test_parameter_counts_closed_form_and_matched_to_the_selector(scenario):
+    from beamattn.wireless.selector import conv_config
+
     scn = load_scenario(ROOT / "scenarios" / scenario)
     narrow, _ = make_codebooks(scn)
     _, ep, _ = next(episodes(scn, 0, 1))
     measured = torch.zeros(narrow.num_beams, dtype=torch.bool)
     measured[ep.set_b] = True
-    sel = AttentionSelector(dataclasses.replace(scn.selector, learned=True), narrow.beams, measured)
+    # The conv score network: also under a contextual (transformer) scenario selector, the learned baselines are
+    # matched to it (beamattn.wireless.selector.conv_config).
+    sel = AttentionSelector(dataclasses.replace(conv_config(scn.selector), learned=True), narrow.beams, measured)
     target = count_parameters(sel)
     assert selector_parameters(scn) == target
     for name in LEARNED_MODELS:

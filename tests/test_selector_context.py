@@ -374,3 +374,16 @@ def test_an_rsrp_only_selector_sends_no_csi_report():
     out = run_scenario(tiny_scenario(), None, progress=False, policies=["genie", "attention-untrained"],
                        figures=False)
     assert "report" not in out.summary["attention-untrained"]
+
+
+def test_learned_baselines_keep_the_conv_score_network_under_a_contextual_scenario():
+    from wireless_fixtures import tiny_scenario
+
+    from beamattn.wireless.learned.train import model_config, selector_parameters
+    from beamattn.wireless.selector import conv_config
+
+    ctx = tiny_scenario(selector={"arch": "transformer", "d_model": 8, "heads": 2, "query": "context"})
+    conv = tiny_scenario(selector={"d_model": 8})
+    assert conv_config(ctx.selector) == conv.selector
+    assert selector_parameters(ctx) == selector_parameters(conv)
+    assert model_config(ctx, "score-classifier") == model_config(conv, "score-classifier")

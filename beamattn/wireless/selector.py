@@ -26,6 +26,7 @@ largest weight, ``"topk"`` the combination of the ``topk`` largest weights
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,7 +36,8 @@ from ..core import attend
 from ..core.diagnostics import attention_entropy
 from .selector_context import BeamSelfAttention, grid_positions, predict_phase
 
-__all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features", "selector_forward"]
+__all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features", "selector_forward",
+           "conv_config"]
 
 _FLOOR_DB = -40.0  # reports this far below the best beam carry no information
 _INFERENCE_CHUNK = 1024  # decisions per chunk when selecting without gradients, on the CPU
@@ -163,6 +165,12 @@ ARCHS = ("conv", "transformer")
 # Fields used only by arch = "transformer" (left out of a conv config's dict).
 TRANSFORMER_FIELDS = ("layers", "heads", "query", "phase_predict", "phase_lead")
 _DEFAULTS = {name: SelectorConfig.__dataclass_fields__[name].default for name in TRANSFORMER_FIELDS}
+
+
+def conv_config(cfg: SelectorConfig) -> SelectorConfig:
+    """``cfg`` as today's convolution-key selector: ``arch = "conv"``, the transformer-only fields at their
+    defaults (the score network the learned baselines reuse)."""
+    return dataclasses.replace(cfg, arch="conv", **_DEFAULTS)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from ..selector import AttentionSelector, SelectorConfig, relative_rsrp_features
+from ..selector import AttentionSelector, SelectorConfig, conv_config, relative_rsrp_features
 
 __all__ = ["ARCHS", "LOSSES", "LARGE_FACTOR", "ModelSpec", "MODEL_SPECS", "LEARNED_MODELS", "LearnedConfig", "LearnedModel", "MLPPredictor", "LSTMPredictor", "ScoreClassifier",
            "build_model", "count_parameters", "parameter_count", "matched_hidden"]
@@ -198,7 +198,8 @@ def parameter_count(arch: str, hidden: int, history: int, set_b: int, num_beams:
     if arch == "score":
         if selector is None:
             raise ValueError("parameter_count: arch 'score' needs the selector config")
-        cfg = SelectorConfig(**{**selector.to_dict(), "d_model": hidden, "history": history})
+        # The conv score network (a contextual selector's config counts as its conv_config).
+        cfg = SelectorConfig(**{**conv_config(selector).to_dict(), "d_model": hidden, "history": history})
         n_v, n_h = cfg.kernel_radii()
         kernel = (2 * n_v + 1) * (2 * n_h + 1)
         return (history + 1) * hidden * kernel + hidden + num_beams + hidden  # conv + its bias, beam bias, query

@@ -47,7 +47,11 @@ SOFT_TEMPERATURE_DB = 1.0  # soft labels: softmax of the use-interval gains in d
 def _selector_config(scn: Scenario) -> SelectorConfig:
     import dataclasses
 
-    return dataclasses.replace(scn.selector, learned=True)
+    from ..selector import conv_config
+
+    # The convolution-key score network (today's selector), also when the scenario's selector is the contextual
+    # one (arch "transformer"): the learned baselines keep their models and parameter counts.
+    return dataclasses.replace(conv_config(scn.selector), learned=True)
 
 
 def _sizes(scn: Scenario) -> tuple[int, int]:
