@@ -92,3 +92,19 @@ def test_import_beamattn_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         beamattn.nope  # noqa: B018
+
+
+def test_the_api_calls_the_runner_at_call_time(monkeypatch, scn_file):
+    # beamattn.api imported while the runner was patched (the CLI fuzz test stubs run_scenario, and the CLI's
+    # --drops imports beamattn.api) must not keep the stub: the full suite once returned None here.
+    import importlib
+
+    import beamattn.api
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "run_scenario", lambda *a, **k: None)
+        m.setattr(runner, "episodes", lambda *a, **k: iter(()))
+        importlib.reload(beamattn.api)
+    scn = beamattn.load_scenario(scn_file, drops=2)
+    assert abs(beamattn.evaluate(scn, ["genie"]).summary["genie"]["loss_db"]["mean"]) < 1e-6
+    assert [c.first_drop for c in beamattn.episodes(scn)] == [0]
