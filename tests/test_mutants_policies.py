@@ -90,3 +90,29 @@ def test_omp_with_one_path_on_the_tiny_scenario_returns_valid_decisions(second_c
     ep = second_chunk
     dec = make_policy("omp-mrt", max_paths=1).decide(ep)
     check_decision("omp-mrt", ep, dec)
+
+
+def test_bandit_discount_refuses_bools_and_strings_and_accepts_one():
+    assert make_policy("ucb1-discounted", gamma=1.0).gamma == 1.0
+    for bad in (True, "0.5", 0.0, 1.5):
+        with pytest.raises(ValueError, match="'gamma'"):
+            make_policy("ucb1-discounted", gamma=bad)
+
+
+def test_history_smoothing_accepts_alpha_one_and_refuses_zero():
+    from beamattn.wireless.policies.base import check_history
+
+    check_history("p", None, "mean", 1.0)  # alpha = 1: only the latest report (no smoothing), allowed
+    for bad in (0.0, 1.01, "0.5"):
+        with pytest.raises(ValueError, match=r"'alpha' = .*; expected 0 < alpha <= 1"):
+            check_history("p", None, "mean", bad)
+
+
+@pytest.mark.parametrize("name", ["mrt-reports", "mrt-reports-avg", "mrt-reports-mmse", "type2-l2-qpsk",
+                                  "type2-l4-8psk-avg"])
+def test_report_policies_read_their_reports_with_their_own_settings(name, second_chunk):
+    from beamattn.wireless.policies.csi_codebooks import complex_reports
+
+    p = make_policy(name)
+    expected = complex_reports(second_chunk, p.name, p.history, debias=p.debias, shrink=p.shrink)
+    torch.testing.assert_close(p.reports(second_chunk), expected, rtol=0, atol=0)
