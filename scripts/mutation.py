@@ -335,7 +335,7 @@ def recheck_group(group: str, workdir: Path, timeout: float = 600.0, match: str 
         data = json.loads(meta.read_text())
         rel = str(meta.relative_to(d / "mutants"))[: -len(".meta")]
         todo = [k for k, c in data["exit_code_by_key"].items() if c in SURVIVED_CODES | NO_TESTS_CODES
-                and match in k and not (k in EQUIVALENT and EQUIVALENT[k][0] in mutant_diff(d, rel, k))]
+                and any(part in k for part in match.split(",")) and not (k in EQUIVALENT and EQUIVALENT[k][0] in mutant_diff(d, rel, k))]
         # (listed equivalents are skipped; --match limits the recheck to the names containing it)
         for key in todo:
             rc = pytest_rc(key)
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true", help="do not run: only summarise the finished runs")
     p.add_argument("--sample", type=int, default=1, help="check every k-th mutant of each file only (default 1: all)")
     p.add_argument("--keep", action="store_true", help="reuse a group's folder (mutants, stats, results) if present")
-    p.add_argument("--match", default="", help="with --recheck: only the mutants whose name contains this")
+    p.add_argument("--match", default="", help="with --recheck: only the mutants whose name contains one of these (comma-separated)")
     p.add_argument("--markdown", action="store_true", help="print the results as a Markdown table and exit")
     p.add_argument("--recheck", action="store_true",
                    help="do not rerun mutmut: run the current tests against each group's surviving mutants only")
