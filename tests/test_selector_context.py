@@ -153,11 +153,35 @@ def test_the_selector_is_equivariant_to_a_circular_shift_of_the_codebook_index()
     with torch.no_grad():
         sel.beam_bias.zero_()
         sel_s.beam_bias.zero_()
-    rsrp = _reports((6, 3), M, seed=3)
+    rsrp = torch.randn(6, 3, M, generator=torch.Generator().manual_seed(3)) * 6  # continuous: no tied serving beam
     with torch.no_grad():
         w = sel(rsrp).weights
         w_s = sel_s.eval()(rsrp.roll(shift, -1)).weights
     torch.testing.assert_close(w_s, w.roll(shift, -1), rtol=1e-5, atol=1e-6)
+
+
+def test_on_a_upa_grid_the_selector_is_equivariant_to_circular_shifts_of_both_angles():
+    grid = (4, 8)
+    beams = dft_codebook(AntennaArray(2, 4), 2).beams  # [32, 8]: the 4 x 8 DFT grid of beams
+    measured = torch.zeros(grid, dtype=torch.bool)
+    measured[::2, ::2] = True  # [4, 8]
+    cfg = SelectorConfig(history=2, neighbours=1, d_model=8, heads=2, arch="transformer", layers=1,
+                         query="context", normalizer="softmax", grid=grid)
+    torch.manual_seed(0)
+    sel = _perturbed(AttentionSelector(cfg, beams, measured.flatten()))
+    shift = (1, 3)  # rows (m_v) and columns (m_h), wrapped
+
+    def move(x: torch.Tensor) -> torch.Tensor:  # [..., M] -> the same values at the shifted grid positions
+        return x.unflatten(-1, grid).roll(shift, (-2, -1)).flatten(-2)
+
+    sel_s = AttentionSelector(cfg, beams, move(measured.flatten()))
+    sel_s.load_state_dict(sel.state_dict())
+    with torch.no_grad():
+        sel.beam_bias.zero_()
+        sel_s.beam_bias.zero_()
+        rsrp = torch.randn(5, 2, 32, generator=torch.Generator().manual_seed(4)) * 6
+        w, w_s = sel(rsrp).weights, sel_s.eval()(move(rsrp)).weights
+    torch.testing.assert_close(w_s, move(w), rtol=1e-5, atol=1e-6)
 
 
 def test_self_attention_makes_a_beams_key_depend_on_far_measured_beams():
