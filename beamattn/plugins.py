@@ -133,6 +133,9 @@ def load_plugin(spec: str, *, source: str = "--plugin") -> PluginInfo:
     if key in _LOADED:
         return _LOADED[key]
     module, policies = _import(key, "plugin")
+    if not policies:  # a misspelt or wrong module (e.g. a package of the same name) is not silently accepted
+        raise ValueError(f"plugin {key!r}: module {module.__name__!r} registered no policy; expected a module that "
+                         "registers policies with beamattn.wireless.policies.register")
     file = getattr(module, "__file__", None)
     info = PluginInfo(spec=key, module=module.__name__, file=file, sha256=_file_sha256(file), policies=policies,
                       source=source)
@@ -190,7 +193,10 @@ def loaded_plugins() -> list[dict]:
     return [p.to_dict() for p in _LOADED.values()]
 
 
-def plugin_specs() -> list[str]:
-    """The ``--plugin`` specs loaded in this process (absolute paths for files), e.g. for worker processes;
-    entry points are left out (workers find them lazily)."""
-    return [p.spec for p in _LOADED.values() if p.source == "--plugin"]
+def plugin_specs(policies: Iterable[str] | None = None) -> list[str]:
+    """The ``--plugin`` specs loaded in this process (absolute paths for files), e.g. for worker processes:
+    all of them, or those that registered one of ``policies``. Entry points are left out (workers find
+    them lazily)."""
+    wanted = None if policies is None else set(policies)
+    return [p.spec for p in _LOADED.values()
+            if p.source == "--plugin" and (wanted is None or wanted & set(p.policies))]

@@ -77,6 +77,14 @@ def test_plugin_by_module_name_on_sys_path(tmp_path, monkeypatch):
     _same_as_best_of_set_b(meta["metrics"])
 
 
+def test_workers_get_the_plugins_of_the_sweeps_policies():
+    # A sweep ships to its workers the plugins that provide its policies, not every module loaded in the process
+    # (in the full suite a fuzzed `--plugin keras` once reached a separately started worker without keras).
+    info = plugins.load_plugin(str(EXAMPLE))
+    assert plugins.plugin_specs(["genie", "exhaustive"]) == []
+    assert plugins.plugin_specs(["genie", "smoothed-set-b"]) == [info.spec] == plugins.plugin_specs()
+
+
 def test_loading_twice_is_a_no_op():
     a = plugins.load_plugin(str(EXAMPLE))
     b = plugins.load_plugin(str(EXAMPLE))
@@ -161,6 +169,7 @@ def test_a_name_clash_with_a_built_in_is_refused_by_name(tmp_path):
     ("syntax.py", "def f(:\n", "import failed: SyntaxError"),
     ("fake_missing_module_xyz", None, "import failed: ModuleNotFoundError: No module named 'fake_missing_module_xyz'"),
     ("absent.py", None, "file not found; expected a module name or the path of a .py file"),
+    ("json", None, "module 'json' registered no policy; expected a module that registers policies"),
 ])
 def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, spec, source, expected):
     path = tmp_path / spec

@@ -433,8 +433,10 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, scheduler:
     from ..plugins import load_plugins, loaded_plugins, plugin_specs
 
     device = str(device)  # a string pickles to Dask workers whatever their torch build
-    load_plugins(plugins)
-    plugins = tuple(plugin_specs())  # absolute paths for .py files: the workers may run elsewhere
+    # The workers load the plugins asked for and those that provide the sweep's policies (loaded earlier in
+    # this process, e.g. through beamattn.load_scenario); absolute paths for .py files.
+    given = [p.spec for p in load_plugins(plugins)]
+    plugins = tuple(dict.fromkeys([*given, *plugin_specs(sweep.policies)]))
     out = Path(out_dir)
     tdir = out / "tasks"
     tasks = sweep.tasks()
