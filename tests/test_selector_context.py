@@ -256,7 +256,8 @@ def test_phase_predictor_aliases_above_half_the_report_rate():
     t = torch.arange(4, dtype=torch.float64) * period
     phase = torch.angle(torch.exp(2j * math.pi * 30.0 * t))[:, None]  # [T, 1]
     pred = predict_phase(phase, lead)
-    alias = torch.angle(torch.exp(torch.tensor(2j * math.pi * (30.0 - 50.0) * (float(t[-1]) + lead * period))))
+    alias = torch.angle(torch.exp(torch.tensor(2j * math.pi * (30.0 - 50.0) * (float(t[-1]) + lead * period),
+                                               dtype=torch.complex128)))
     assert abs(float(torch.angle(torch.exp(1j * (pred[0] - alias))))) < 1e-9
 
 
