@@ -205,7 +205,8 @@ def test_evolve_trace_closed_form():
     tau, fd, dt = torch.tensor([1e-7]), torch.tensor([300.0]), torch.tensor(0.01)
     f = torch.tensor([-1e6, 0.0, 2e6], dtype=torch.float64)
     h = evolve_trace(a, tau, fd, dt, f)  # [F, N]
-    doppler = torch.polar(torch.tensor(1.0, dtype=torch.float64), torch.tensor(2 * math.pi * 300 * 0.01, dtype=torch.float64))
+    one = torch.tensor(1.0, dtype=torch.float64)
+    doppler = torch.polar(one, one * 2 * math.pi * 300 * 0.01)
     delay = torch.polar(torch.ones_like(f), -2 * math.pi * f * 1e-7)  # [F]
     want = a[:, 0].to(torch.complex128)[None, :] * doppler * delay[:, None]  # [F, N]
     assert torch.allclose(h, want.to(torch.complex64), atol=1e-5)

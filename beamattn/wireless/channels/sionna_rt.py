@@ -495,9 +495,9 @@ class _Solver:
         except (BrokenPipeError, EOFError):
             code = self.proc.wait()
             self.proc = None
-            raise RayTracerUnavailable(f"backend 'sionna-rt': the ray-tracing worker exited with code {code} during job "
-                               f"{job!r} (134: Dr.Jit aborted, usually a libLLVM it cannot use: "
-                               "`apt-get install -y libllvm19`); its messages are above") from None
+            raise RayTracerUnavailable(f"backend 'sionna-rt': the ray-tracing worker exited with code {code} during "
+                                       f"job {job!r} (134: Dr.Jit aborted, usually a libLLVM it cannot use: "
+                                       "`apt-get install -y libllvm19`); its messages are above") from None
         if status == "error":  # e.g. a scene file Mitsuba cannot load: the first line of its message
             first = next((line for line in str(payload).splitlines() if line.strip()), "")[:300]
             raise ValueError(f"backend 'sionna-rt': job {job!r} failed in the ray-tracing worker: {first}")
@@ -740,9 +740,9 @@ class SionnaRTChannel:
                     break
             else:
                 raise ValueError(f"SionnaRTConfig: only {len(starts)} of {num_drops} drops found with a path at every "
-                                 f"traced position after {_MAX_ROUNDS} rounds of candidate tracks on scene {c.scene!r}; "
-                                 "expected diffraction = true, a BS position with a wider view (bs_x, bs_y, bs_z) or "
-                                 "a smaller 'max_distance'")
+                                 f"traced position after {_MAX_ROUNDS} rounds of candidate tracks on scene "
+                                 f"{c.scene!r}; expected diffraction = true, a BS position with a wider view (bs_x, "
+                                 "bs_y, bs_z) or a smaller 'max_distance'")
         self.last_tracks = (np.stack(starts), np.stack(vels))
         return self._assemble(*self.last_tracks, traces, tt, device)
 
