@@ -111,7 +111,14 @@ GOOD = {"seed": st.sampled_from(["0", "1", "42", str(2**63 - 1)]), "drops": st.s
         "reference": st.sampled_from(["genie", "exhaustive", "nosuch"])}
 
 
+# --plugin imports the module it names into this process: only names that cannot import a real package
+# (a missing module, a missing file, a file that is not Python) — a fuzzed "keras" or "ls" would.
+PLUGINS = st.sampled_from(["nosuch_plugin_module", "missing.py", "scn.toml", "file.txt", "", "-", "\x00"])
+
+
 def _value(action: argparse.Action):
+    if action.dest == "plugin":
+        return PLUGINS
     if action.choices is not None:
         good = st.sampled_from([str(c) for c in action.choices])
     else:
