@@ -487,7 +487,8 @@ def markdown_table(summary: dict) -> str:
         k = res.get("sample_every", 1)
         for mod, m in res["modules"].items():
             score = "—" if m["score"] is None else f"{100 * m['score']:.1f}%"
-            rows.append(f"| {g} | {mod.removeprefix('beamattn/')} | {m['checked']} of {m['mutants']}"
+            stale = " (stale: changed since the run, not in the total)" if m.get("stale") else ""
+            rows.append(f"| {g} | {mod.removeprefix('beamattn/')}{stale} | {m['checked']} of {m['mutants']}"
                         f"{f', 1 in {k}' if k > 1 else ''} | {m['killed']} | {m['survived']} | "
                         f"{m.get('equivalent', 0)} | {m['no_tests']} | {m['timeout']} | {score} |")
     t = summary["total"]
