@@ -36,11 +36,11 @@ def test_link_config_refuses_out_of_range_fields_naming_them(field, value):
         LinkConfig(**{field: value})
 
 
-@pytest.mark.xfail(strict=True, reason="bug: LinkConfig(num_iter=True) is accepted as 1 iteration (bool is an "
-                                        "int); every other integer field of the package refuses bools")
-def test_link_config_refuses_a_bool_iteration_count():
-    with pytest.raises(ValueError, match="'num_iter'"):
-        LinkConfig(num_iter=True)
+@pytest.mark.parametrize("field", ["num_iter", "num_subcarriers", "num_ofdm_symbols"])
+def test_link_config_refuses_a_bool_count(field):
+    """``True`` is an int in Python: LinkConfig(num_iter=True) was accepted as one LDPC iteration."""
+    with pytest.raises(ValueError, match=f"'{field}' = True"):
+        LinkConfig(**{field: True})
 
 
 @pytest.mark.parametrize("spacing, symbols, seconds", [(15e3, 14, 1e-3), (30e3, 14, 0.5e-3), (60e3, 14, 0.25e-3),

@@ -40,6 +40,11 @@ ESTIMATORS = ("ls", "lmmse", "perfect")
 PILOT_SEED = 0  # fixes the pilot sequence of every LinkChain
 
 
+def _is_int(x: object) -> bool:
+    """An integer, not a bool (``True`` is an ``int`` in Python: refused as a count, as everywhere else)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 @dataclass(frozen=True)
 class LinkConfig:
     """Link-level configuration.
@@ -67,15 +72,15 @@ class LinkConfig:
 
     def __post_init__(self) -> None:
         checks = (
-            ("num_subcarriers", isinstance(self.num_subcarriers, int) and self.num_subcarriers >= 12, "an integer >= 12"),
+            ("num_subcarriers", _is_int(self.num_subcarriers) and self.num_subcarriers >= 12, "an integer >= 12"),
             ("subcarrier_spacing", self.subcarrier_spacing > 0, "Hz > 0"),
-            ("num_ofdm_symbols", isinstance(self.num_ofdm_symbols, int) and self.num_ofdm_symbols >= 2, "an integer >= 2"),
+            ("num_ofdm_symbols", _is_int(self.num_ofdm_symbols) and self.num_ofdm_symbols >= 2, "an integer >= 2"),
             ("pilot_symbols", all(0 <= int(p) < self.num_ofdm_symbols for p in self.pilot_symbols)
              and len(self.pilot_symbols) >= 1, "OFDM symbol indices inside the slot"),
             ("bits_per_symbol", self.bits_per_symbol in (2, 4, 6), "2, 4 or 6 (QPSK, 16-QAM, 64-QAM)"),
             ("code_rate", 0 < self.code_rate < 1, "a rate in (0, 1)"),
             ("estimator", self.estimator in ESTIMATORS, "'ls', 'lmmse' or 'perfect'"),
-            ("num_iter", isinstance(self.num_iter, int) and self.num_iter >= 1, "an integer >= 1"),
+            ("num_iter", _is_int(self.num_iter) and self.num_iter >= 1, "an integer >= 1"),
         )
         for name, ok, expected in checks:
             if not ok:
