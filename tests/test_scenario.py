@@ -74,3 +74,25 @@ def test_bad_files(tmp_path):
 
 def test_speed_kmh_is_converted():
     assert tiny_scenario().channel.speed == pytest.approx(60 / 3.6)
+
+
+def test_a_ray_traced_scene_path_is_relative_to_the_scenario_file(tmp_path, monkeypatch):
+    """As a file back-end's channel files: ``scene = "city.xml"`` next to the TOML loads from any directory."""
+    import tomllib
+
+    from beamattn.wireless.scenario import load_scenario
+
+    doc = tomllib.loads(Path("scenarios/munich-vehicular.toml").read_text())
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "city.xml").write_text('<scene version="2.1.0"></scene>')  # only its existence is checked here
+    lines = Path("scenarios/munich-vehicular.toml").read_text().replace('scene = "munich"', 'scene = "city.xml"')
+    (site / "city.toml").write_text(lines)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    scn = load_scenario(site / "city.toml")
+    assert Path(scn.channel.scene) == site / "city.xml"
+    assert doc["channel"]["scene"] == "munich"  # a shipped scene's name is left as it is
+    assert load_scenario(Path(__file__).resolve().parent.parent / "scenarios/munich-vehicular.toml").channel.scene \
+        == "munich"

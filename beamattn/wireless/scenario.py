@@ -581,4 +581,19 @@ def load_scenario(path: str | Path, *, max_memory: int | None = None) -> Scenari
     from .channels.file import resolve_paths
 
     data = resolve_paths(data, path.parent)  # a file back-end's paths are relative to the scenario file
+    data = _resolve_scene_path(data, path.parent)  # and so is a ray-traced scene's XML file
     return parse_scenario(data, source=str(path), max_memory=max_memory)
+
+
+def _resolve_scene_path(doc: dict, base_dir: Path) -> dict:
+    """``[channel] scene`` of a ``sionna-rt`` scenario, when it is a relative path to an XML file (not the name
+    of a shipped scene), resolved against the scenario file's folder."""
+    chan = doc.get("channel") if isinstance(doc, dict) else None
+    if not isinstance(chan, dict) or chan.get("backend") != "sionna-rt":
+        return doc
+    scene = chan.get("scene")
+    if not isinstance(scene, str) or not scene.lower().endswith(".xml"):
+        return doc  # a shipped scene's name (or a bad value, refused by the config with its own message)
+    if Path(scene).expanduser().is_absolute():
+        return doc
+    return {**doc, "channel": {**chan, "scene": str(base_dir / scene)}}
