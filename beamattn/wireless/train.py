@@ -87,6 +87,16 @@ def _validate(sel: AttentionSelector, pool: DecisionPool, rho: float) -> dict:
     return {"se": se.mean().item(), "loss_db": loss_db.mean().item(), "within_1db": (loss_db <= 1).float().mean().item()}
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The one-cycle learning-rate schedule of every training here: 10% warm-up to ``lr``, then annealing.
+
+    torch's OneCycleLR divides by ``pct_start·steps − 1``, which is 0 for exactly 10 steps (a ZeroDivisionError
+    from inside torch): there the warm-up is stretched to 15% (1.5 steps); every other step count keeps 10%.
+    """
+    pct = 0.15 if abs(0.1 * steps - 1.0) < 1e-9 else 0.1
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=pct)
+
+
 def progress_dir(out_dir: str | Path) -> Path:
     """Where a training into ``out_dir`` keeps its progress: the hidden sibling ``.<name>.train-progress``."""
     out_dir = Path(out_dir)
@@ -151,7 +161,7 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
     measured[set_b] = True
     sel = AttentionSelector(cfg, narrow.beams.to(device), measured)  # built on the device of its beams
     opt = torch.optim.AdamW(sel.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, tc.lr, steps)
     rho = 10 ** (scn.snr_db / 10)
     gen = torch.Generator().manual_seed(seed)
     log = {"step": [], "train_se": [], "valid_se": [], "valid_loss_db": [], "valid_within_1db": []}

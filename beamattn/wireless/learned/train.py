@@ -33,7 +33,7 @@ from ..measurement import set_b_indices
 from ..runner import TRAIN_STREAM, VALID_STREAM, make_codebooks
 from ..scenario import Scenario
 from ..selector import SelectorConfig
-from ..train import DecisionPool, collect_pool, validation_panel
+from ..train import DecisionPool, collect_pool, one_cycle, validation_panel
 from .checkpoint import save_learned
 from .models import (LARGE_FACTOR, LEARNED_MODELS, MODEL_SPECS, LearnedConfig, LearnedModel, build_model,
                      count_parameters, matched_hidden, parameter_count)
@@ -175,7 +175,7 @@ def _fit(scn: Scenario, cfg: LearnedConfig, train: DecisionPool, valid: Decision
     t0 = time.time()
     model = build_model(cfg, beams, measured)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, tc.lr, steps)
     rho = 10 ** (scn.snr_db / 10)
     gen = torch.Generator().manual_seed(seed)
     log = {"step": [], "train_ce": [], "valid_se": [], "valid_loss_db": [], "valid_within_1db": []}
