@@ -9,10 +9,12 @@ loss to genie (dB) ± 95% CI over drops, within 1 dB, Top-1, active beams, and t
 against ``full`` (bootstrap 95% CI). ``hard`` is ``full`` evaluated in hard mode (an evaluation-only field:
 no training of its own).
 
-Variants: ``full`` (transformer: self-attention among beams, contextual query, sparsemax, soft),
-``no-self-attention`` (layers = 0), ``fixed-query``, ``conv`` (today's selector: no self-attention, fixed
-query, conv keys; ``conv-today`` the same at the scenario's own ``d_model``, not matched), ``hard``, ``softmax``, ``entmax15``, ``cophase`` (values co-phased with the latest
-reported phase) and ``cophase-predict`` (co-phased with the phase predicted at the use interval).
+Variants: ``full`` (the scenario's selector: transformer, self-attention among beams, contextual query,
+sparsemax, soft, and its ``csi_keys``), ``no-csi-keys`` (keys from the RSRP reports only), ``no-self-attention``
+(layers = 0), ``fixed-query``, ``conv`` (no self-attention, fixed query, conv keys with the scenario's
+``csi_keys``; ``conv-today`` the first selector, RSRP keys at the scenario's own ``d_model``, not matched),
+``hard``, ``softmax``, ``entmax15``, ``cophase`` (values co-phased with the latest reported phase) and
+``cophase-predict`` (co-phased with the phase predicted at the use interval).
 
     nice -n 5 python scripts/ablation_selector.py scenarios/vehicular-60.toml --out results/ablation-v60
         [--steps 400] [--train-drops 128] [--eval-drops 32] [--seeds 1] [--variants full,conv,...]
@@ -48,10 +50,11 @@ FULL = {"arch": "transformer", "layers": 1, "heads": 4, "query": "context", "nor
         "mode": "soft", "cophase": False, "phase_predict": False}
 VARIANTS: dict[str, dict] = {
     "full": {},
+    "no-csi-keys": {"csi_keys": False},  # keys from the RSRP reports only (the selector before csi_keys)
     "no-self-attention": {"layers": 0},
     "fixed-query": {"query": "fixed"},
     "conv": {"arch": "conv"},
-    "conv-today": {"arch": "conv"},  # today's selector at its own size (d_model of the scenario), not matched
+    "conv-today": {"arch": "conv", "csi_keys": False},  # the first selector (RSRP keys) at the scenario's d_model
     "hard": {"mode": "hard"},  # evaluation of `full` in hard mode
     "softmax": {"normalizer": "softmax"},
     "entmax15": {"normalizer": "entmax15"},

@@ -9,14 +9,23 @@ For every spec below it writes two files:
 - ``NAME.selector.safetensors`` — the selector as ``beamattn export --format keras`` writes it
   (random, seeded, non-zero weights for learned selectors);
 - ``NAME.io.safetensors`` — inputs ``rsrp_db [*B, L', M]`` (dB, continuous so there are no ties)
-  and ``phase [*B, M]`` (rad) when the selector was called with phases, and the torch outputs
-  ``beams_real``/``beams_imag [*B, N]``, ``weights [*B, M]``, ``index [*B]``, ``entropy [*B]``,
-  ``active [*B]``.
+  and ``phase [*B, M]`` (rad) when the selector was called with phases, ``phase_history [*B, L', M]``
+  (rad) when it was called with a phase history (``phase_predict``), ``phase_lead [1]`` (float64) when
+  it was called with a prediction horizon, ``report_phase [*B, L', M]`` (rad, the phases of the reports)
+  when its keys read the complex reports (``csi_keys``), and the torch outputs ``beams_real``/``beams_imag [*B, N]``,
+  ``weights [*B, M]``, ``index [*B]``, ``entropy [*B]``, ``active [*B]``.
 
 The specs cover softmax/sparsemax/entmax15 x soft/hard/topk, learned and untrained, with and
 without co-phasing, batch shapes with 0-2 dims, more reports than the history uses, NaN in the
 unmeasured beams' entries (only Set B entries are read), a top-k larger than Set B, and UPA grids
-of beams (2-D keys, square and non-square grids, a kernel clipped to the grid).
+of beams (2-D keys, square and non-square grids, a kernel clipped to the grid). The contextual
+selector (``arch = "transformer"``) has its own fixtures: 1-D and UPA grids (2-D position bias), 0-2
+self-attention blocks, 2 or 4 heads, fixed and contextual queries, co-phasing with predicted phases
+(the config's lead, and a lead given at the call without the latest phases); its random weights replace
+the zero-initialised position tables, query projection and the LayerNorms' unit scales. Keys that read
+the complex reports (``csi_keys``) have two: a co-phased conv selector on a ULA (Set B the orthogonal DFT
+basis: exact reconstruction) and a transformer on a UPA grid with a contextual query (Set B of 32 beams
+for 16 antennas: least squares), their report phases those of the channel plus noise.
 ``tests/test_keras_export.py`` regenerates them and checks the committed files equal the fresh ones;
 ``tests/keras/test_keras_selector.py`` (TensorFlow environment) checks the Keras layer against them.
 """
@@ -58,6 +67,9 @@ class Spec:
     ``upa = (rows, cols)`` (``rows·cols = 16``) uses a UPA's DFT grid of beams instead, oversampled
     by ``oversampling`` on both axes (``M = 16·oversampling²``), with the selector's ``grid`` set to
     ``(rows·o, cols·o)`` (2-D keys); Set B is then every ``set_b_step``-th beam from ``set_b_offset``.
+    ``phase_history``: the selector is also called with the phase history of the ``L'`` reports (per-beam
+    phase slopes, the latest phase being ``phase``); ``omit_phase``: without ``phase``; ``call_lead``: with
+    this ``phase_lead`` (else the config's). A config with ``csi_keys`` is called with ``report_phase`` too.
     """
 
     name: str
@@ -70,6 +82,9 @@ class Spec:
     nan_unmeasured: bool = False
     upa: tuple[int, int] | None = None
     set_b_step: int | None = None
+    phase_history: bool = False
+    omit_phase: bool = False
+    call_lead: float | None = None
 
 
 SPECS = (
@@ -108,12 +123,39 @@ SPECS = (
          oversampling=2, upa=(4, 4), set_b_step=2, set_b_offset=1, nan_unmeasured=True),  # grid 8x8, kernel 5x5
     Spec("learned-softmax-topk-cophase-upa2x8", dict(normalizer="softmax", mode="topk", topk=4, cophase=True),
          oversampling=2, upa=(2, 8), set_b_step=4, batch=(2, 3), extra_reports=1),  # grid 4x16, kernel 3x9
+    # The contextual selector (arch = "transformer"); appended last, as above.
+    Spec("transformer-softmax-soft-context",  # M = 64: position distances clamped to 8
+         dict(arch="transformer", normalizer="softmax", mode="soft", d_model=16, heads=4, query="context"),
+         with_phase=False, extra_reports=1),
+    Spec("transformer-sparsemax-topk-context-upa4x4",  # grid 8x8: tables of +-4 on both axes, two blocks
+         dict(arch="transformer", normalizer="sparsemax", mode="topk", topk=4, neighbours=2, d_model=16, heads=2,
+              layers=2, query="context"),
+         oversampling=2, upa=(4, 4), set_b_step=2, set_b_offset=1, nan_unmeasured=True, with_phase=False),
+    Spec("transformer-entmax15-soft-cophase-predict",
+         dict(arch="transformer", normalizer="entmax15", mode="soft", cophase=True, phase_predict=True,
+              phase_lead=1.25, d_model=16, heads=4, query="context"),
+         oversampling=2, batch=(2, 3), extra_reports=2, phase_history=True, nan_unmeasured=True),
+    Spec("transformer-softmax-hard-upa2x8",  # grid 4x16: tables of +-2 (m_v) and +-8 (m_h), fixed query
+         dict(arch="transformer", normalizer="softmax", mode="hard", d_model=16, heads=4, temperature=0.5),
+         oversampling=2, upa=(2, 8), set_b_step=4, batch=(5,)),
+    Spec("transformer-sparsemax-soft-cophase-predict-lead",  # no blocks: conv keys, contextual query
+         dict(arch="transformer", normalizer="sparsemax", mode="soft", cophase=True, phase_predict=True, layers=0,
+              d_model=16, query="context"),
+         oversampling=2, batch=(4,), phase_history=True, omit_phase=True, call_lead=2.5),
+    # Keys that also read the complex reports (csi_keys: 2L+1 input channels); appended last, as above.
+    Spec("learned-entmax15-soft-cophase-csi",  # M = 64, Set B = every 4th beam (the orthogonal DFT basis)
+         dict(normalizer="entmax15", mode="soft", cophase=True, csi_keys=True, d_model=16),
+         batch=(2, 3), extra_reports=1, nan_unmeasured=True),
+    Spec("transformer-softmax-topk-csi-context-upa4x4",  # grid 8x8, Set B = 32 odd beams (rank 16: least squares)
+         dict(arch="transformer", normalizer="softmax", mode="topk", topk=6, csi_keys=True, neighbours=1,
+              d_model=16, heads=4, query="context"),
+         oversampling=2, upa=(4, 4), set_b_step=2, set_b_offset=1, with_phase=False, batch=(6,)),
 )
 
 
 def build_selector(spec: Spec, seed: int) -> AttentionSelector:
     """The spec's torch selector; learned ones get random, seeded, non-zero weights."""
-    learned = spec.name.startswith("learned")
+    learned = not spec.name.startswith("untrained")  # "learned-..." and "transformer-..."
     if spec.upa is None:
         cfg = SelectorConfig(**{"history": HISTORY, **spec.config, "learned": learned})
         beams = dft_codebook(ULA(NUM_ANT), spec.oversampling).beams  # [M, N] complex64
@@ -132,11 +174,37 @@ def build_selector(spec: Spec, seed: int) -> AttentionSelector:
         with torch.no_grad():  # the conv keeps torch's random init; query and bias get a wider spread
             sel.query.normal_(0.0, 8.0 / cfg.d_model**0.5)
             sel.beam_bias.normal_(0.0, 0.5)
+    if learned and cfg.arch == "transformer":
+        randomise_context(sel)
     return sel.eval()
 
 
+def randomise_context(sel: AttentionSelector) -> None:
+    """Random non-trivial weights for the transformer's parts (torch starts the position tables and the query
+    projection at zero and the LayerNorms at the identity, which a parity test could not tell from absent):
+    tables N(0, 1), LayerNorm scales N(1, 0.2) and shifts N(0, 0.2), attention projections 3x torch's init
+    (sharper attention), the query projection N(0, 2/sqrt(2d)) and its bias N(0, 0.2)."""
+    d = sel.config.d_model
+    with torch.no_grad():
+        for name, p in sel.named_parameters():
+            if not name.startswith(("blocks.", "query_norm.", "query_net.")):
+                continue
+            if "_table." in name:
+                p.normal_(0.0, 1.0)
+            elif "norm" in name:
+                p.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
+            elif name == "query_net.weight":
+                p.normal_(0.0, 2.0 / (2 * d) ** 0.5)
+            elif name == "query_net.bias":
+                p.normal_(0.0, 0.2)
+            elif ".q_proj." in name or ".k_proj." in name:
+                p.mul_(3.0)
+
+
 def make_inputs(spec: Spec, sel: AttentionSelector, seed: int) -> dict[str, np.ndarray]:
-    """Reports of a user at a drifting angle: ``rsrp_db [*B, L', M]`` (dB) and ``phase [*B, M]`` (rad)."""
+    """Reports of a user at a drifting angle: ``rsrp_db [*B, L', M]`` (dB) and ``phase [*B, M]`` (rad); with
+    ``csi_keys`` also ``report_phase [*B, L', M]``, the phases of ``hᵀ v_m`` plus noise (0.1 rad), and ``phase`` its
+    latest report."""
     rng = np.random.default_rng(seed)
     m, n = sel.num_beams, sel.num_ant
     reports = sel.config.history + spec.extra_reports
@@ -148,25 +216,51 @@ def make_inputs(spec: Spec, sel: AttentionSelector, seed: int) -> dict[str, np.n
     level = rng.uniform(-90.0, -60.0, (s, 1, 1))  # [S, 1, 1] dB: the best beam's RSRP
     rsrp = level + 10 * np.log10(gain + 1e-3) + rng.normal(0.0, 1.0, (s, reports, m))  # [S, L', M] dB, no ties
     phase = rng.uniform(-np.pi, np.pi, (s, m))  # [S, M] rad
+    history = None
+    if spec.phase_history:
+        # Per-beam Doppler: slopes within +-2 rad per report (increments far from the aliasing limit pi, so that
+        # rounding cannot unwrap them differently), small noise; the latest phase is ``phase``.
+        slope = rng.uniform(-2.0, 2.0, (s, 1, m))  # [S, 1, M] rad per report
+        steps = np.arange(reports) - (reports - 1)  # [L'] ..., -1, 0
+        noise = rng.normal(0.0, 0.05, (s, reports, m)) * (steps < 0)[:, None]  # [S, L', M], none on the latest
+        history = np.mod(phase[:, None, :] + slope * steps[:, None] + noise + np.pi, 2 * np.pi) - np.pi
+    report = None
+    if sel.config.csi_keys:  # drawn after everything above: the other fixtures' inputs do not change
+        noisy = np.angle(h @ codebook.T) + rng.normal(0.0, 0.1, (s, reports, m))  # [S, L', M] rad
+        report = np.mod(noisy + np.pi, 2 * np.pi) - np.pi
+        phase = report[:, -1, :].copy()  # [S, M] the latest report's phases
     if spec.nan_unmeasured:
         unmeasured = ~sel.measured.numpy()
         rsrp[..., unmeasured] = np.nan
         phase[..., unmeasured] = np.nan
+        if history is not None:
+            history[..., unmeasured] = np.nan
+        if report is not None:
+            report[..., unmeasured] = np.nan
     out = {"rsrp_db": rsrp.reshape(*spec.batch, reports, m).astype(np.float32)}
-    if spec.with_phase:
+    if spec.with_phase and not spec.omit_phase:
         out["phase"] = phase.reshape(*spec.batch, m).astype(np.float32)
+    if history is not None:
+        out["phase_history"] = history.reshape(*spec.batch, reports, m).astype(np.float32)
+    if report is not None:
+        out["report_phase"] = report.reshape(*spec.batch, reports, m).astype(np.float32)
     return out
 
 
-def decision_margin(sel: AttentionSelector, rsrp_db: np.ndarray) -> float:
+def decision_margin(sel: AttentionSelector, rsrp_db: np.ndarray, report_phase: np.ndarray | None = None) -> float:
     """The smallest score margin of a discrete choice: best vs second beam, in top-k mode the
     ``topk``-th vs the next, and for sparsemax/entmax every score's distance to the support
-    threshold. A guard against near-ties, which could flip between implementations."""
+    threshold. A guard against near-ties, which could flip between implementations. ``report_phase``
+    [*B, L', M]: the reports' phases, for keys that read them (``csi_keys``)."""
     cfg = sel.config
     r = torch.from_numpy(rsrp_db)[..., -cfg.history:, :]  # [*B, L, M]
+    p = None if report_phase is None else torch.from_numpy(report_phase)[..., -cfg.history:, :]  # [*B, L, M]
     with torch.no_grad():
-        if cfg.learned:
-            s = sel.keys(r) @ sel.query / cfg.d_model**0.5 / cfg.temperature + sel.beam_bias  # [*B, M]
+        if cfg.learned and cfg.arch == "transformer":
+            k = sel.keys(r, p)  # [*B, M, d]
+            s = (k * sel.queries(k, r)).sum(-1) / cfg.d_model**0.5 / cfg.temperature + sel.beam_bias  # [*B, M]
+        elif cfg.learned:
+            s = sel.keys(r, p) @ sel.query / cfg.d_model**0.5 / cfg.temperature + sel.beam_bias  # [*B, M]
         else:
             s = (r[..., -1, :] / cfg.temperature).masked_fill(~sel.measured, float("-inf"))
     srt = s.reshape(-1, s.shape[-1]).double().sort(-1, descending=True).values  # [S, M]
@@ -206,14 +300,25 @@ def make_fixture(spec: Spec, out_dir: Path, seed: int) -> tuple[Path, Path]:
     """Write ``NAME.selector.safetensors`` and ``NAME.io.safetensors`` for one spec."""
     sel = build_selector(spec, seed)
     # Inputs without near-ties: the next input seed until every discrete choice is clear.
-    input_seed = next(seed + 1000 * t for t in range(50)
-                      if decision_margin(sel, make_inputs(spec, sel, seed + 1000 * t)["rsrp_db"]) >= MIN_GAP)
+    def margin(input_seed: int) -> float:
+        x = make_inputs(spec, sel, input_seed)
+        return decision_margin(sel, x["rsrp_db"], x.get("report_phase"))
+
+    input_seed = next(seed + 1000 * t for t in range(50) if margin(seed + 1000 * t) >= MIN_GAP)
     inputs = make_inputs(spec, sel, input_seed)
     selector_path = export_selector_keras(sel, out_dir / f"{spec.name}.selector.safetensors",
                                           source=f"scripts/make_keras_fixtures.py: {spec.name}")
+    extra = {}
+    if "phase_history" in inputs:
+        extra["phase_history"] = torch.from_numpy(inputs["phase_history"])
+    if "report_phase" in inputs:
+        extra["report_phase"] = torch.from_numpy(inputs["report_phase"])
+    if spec.call_lead is not None:
+        extra["phase_lead"] = spec.call_lead
+        inputs["phase_lead"] = np.array([spec.call_lead], dtype=np.float64)
     with torch.no_grad():
         out = sel(torch.from_numpy(inputs["rsrp_db"]),
-                  torch.from_numpy(inputs["phase"]) if "phase" in inputs else None)
+                  torch.from_numpy(inputs["phase"]) if "phase" in inputs else None, **extra)
     arrays = {**inputs, "beams_real": out.beams.real.numpy(), "beams_imag": out.beams.imag.numpy(),
               "weights": out.weights.numpy(), "index": out.index.numpy(), "entropy": out.entropy.numpy(),
               "active": out.active.numpy()}

@@ -41,6 +41,7 @@ GRIDS: dict[str, dict[str, list]] = {
     "hierarchical-avg": {"alpha": [0.5, 0.25, 0.75, 1.0]},
     "stale-avg": {"alpha": [0.5, 0.25, 0.75, 1.0]},
     "interp-set-b-avg": {"alpha": [0.5, 0.25, 0.75, 1.0]},
+    "type1-oversampled-avg": {"alpha": [0.5, 0.25, 0.75, 1.0]},
     "ucb1-discounted": {"gamma": [None, 0.5, 0.7, 0.9]},
     "thompson-discounted": {"gamma": [None, 0.5, 0.7, 0.9]},
 }

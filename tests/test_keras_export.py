@@ -26,7 +26,7 @@ from beamattn.keras import selector_file
 from beamattn.wireless.arrays import ULA
 from beamattn.wireless.checkpoint import CheckpointError, save_selector
 from beamattn.wireless.codebooks import dft_codebook
-from beamattn.wireless.keras_export import export_keras, export_selector_keras
+from beamattn.wireless.keras_export import export_keras, export_selector_keras, keras_weight_names
 from beamattn.wireless.selector import AttentionSelector, SelectorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +69,141 @@ def test_export_of_a_learned_selector_keeps_config_weights_codebook_and_set_b(tm
     np.testing.assert_array_equal(f.weights["query"], state["query"].numpy())
     np.testing.assert_array_equal(f.weights["beam_bias"], state["beam_bias"].numpy())
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temporary file left
+
+
+_TRANSFORMERS = [
+    dict(layers=1, heads=4, query="context"),  # 1-D: one position table
+    dict(layers=2, heads=2, query="fixed", grid=(4, 8)),  # a UPA grid: two tables per block
+    dict(layers=0, query="context", cophase=True, phase_predict=True, phase_lead=1.5),  # conv keys, context query
+]
+
+
+@pytest.mark.parametrize("cfg", _TRANSFORMERS, ids=["1d-context", "grid-2-blocks", "no-blocks-predict"])
+def test_export_of_a_transformer_keeps_every_tensor_in_torch_layout(cfg, tmp_path):
+    sel = _selector(arch="transformer", **cfg)
+    with torch.no_grad():  # non-zero tables and query map (torch starts them at zero)
+        for p in sel.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    out = export_selector_keras(sel, tmp_path / "t.safetensors", source="test")
+    f = read_selector_file(out)
+    assert f.selector == sel.config.to_dict() and f.selector["arch"] == "transformer"
+    state = sel.state_dict()
+    names = keras_weight_names(sel)
+    assert set(names) == set(state) and set(names.values()) == set(f.weights)  # every tensor, once
+    for key, name in names.items():
+        np.testing.assert_array_equal(f.weights[name], state[key].numpy(), err_msg=name)
+    assert set(f.weights) == set(selector_file.weight_shapes(f.selector, M))
+    layers, grid = cfg["layers"], cfg.get("grid")
+    # Per block: 2 LayerNorms x 2, 4 projections x 2, the MLP's 4 tensors and 1 or 2 position tables.
+    assert sum(k.startswith("block") for k in f.weights) == layers * (18 if grid else 17)
+    assert ("query_net_weight" in f.weights) == (cfg["query"] == "context")
+    if layers:
+        assert np.array_equal(f.weights["block0_q_proj_weight"], state["blocks.0.attn.q_proj.weight"].numpy())
+        assert np.array_equal(f.weights[f"block{layers - 1}_mlp_out_weight"],
+                              state[f"blocks.{layers - 1}.mlp.2.weight"].numpy())
+
+
+@pytest.mark.parametrize("cfg", [dict(d_model=16, heads=4, layers=3, query="context"),
+                                 dict(d_model=16, heads=4, layers=1, query="context", csi_keys=True),
+                                 dict(d_model=12, heads=3, layers=1, grid=(2, 16)),
+                                 dict(d_model=8, heads=8, layers=1, grid=(8, 4)),
+                                 dict(d_model=8, heads=1, layers=2, neighbours=1)])
+def test_weight_shapes_equal_the_torch_state_dict(cfg):
+    # The file's shapes are derived without torch (BeamSelfAttention's max_distance 8 and MLP ratio 2 included):
+    # a change there shows here. Position tables: max(1, min(8, G // 2)) per axis G.
+    beams = dft_codebook(ULA(8), 4).beams  # [32, 8]
+    sel = AttentionSelector(SelectorConfig(arch="transformer", history=3, **cfg), beams, SET_B)
+    shapes = selector_file.weight_shapes(sel.config.to_dict(), beams.shape[0])
+    state = {name: tuple(t.shape) for name, t in sel.state_dict().items()}
+    assert {name: shapes[file_name] for name, file_name in keras_weight_names(sel).items()} == state
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(grid=(4, 8)), dict(arch="transformer", layers=1, heads=2,
+                                                                 query="context", grid=(4, 8))],
+                         ids=["conv-1d", "conv-grid", "transformer-grid"])
+def test_export_of_csi_keys_selectors_and_checkpoints(cfg, tmp_path):
+    # csi_keys adds no tensor: the key convolution reads 2L+1 channels; the config names the field (true only).
+    sel = _selector(csi_keys=True, cophase=True, **cfg)
+    f = read_selector_file(export_selector_keras(sel, tmp_path / "c.safetensors"))
+    assert f.selector == sel.config.to_dict() and f.selector["csi_keys"] is True
+    assert f.weights["key_conv_weight"].shape[:2] == (8, 2 * 3 + 1)  # [d, 2L+1, ...]
+    np.testing.assert_array_equal(f.weights["key_conv_weight"], sel.state_dict()["key_net.0.weight"].numpy())
+    assert {k: v.shape for k, v in f.weights.items()} == selector_file.weight_shapes(f.selector, M)
+    # A checkpoint loads (its forward pass is checked with report phases) and exports alike.
+    ckpt = save_selector(sel, tmp_path / "selector.safetensors")
+    g = read_selector_file(export_keras(ckpt, tmp_path / "k.safetensors"))
+    assert g.selector == f.selector and set(g.weights) == set(f.weights)
+    # RSRP-only keys: the file has no csi_keys field (version-1 files are unchanged).
+    assert "csi_keys" not in read_selector_file(export_selector_keras(_selector(**cfg), tmp_path / "r.safetensors")
+                                                ).selector
+
+
+@pytest.mark.parametrize("case", ["ula-orthogonal", "ula-fewer-than-n", "ula-more-than-n", "upa-least-squares",
+                                  "random-codebook"])
+def test_reconstruction_matrix_equals_the_torch_selectors(case):
+    # The Keras layer computes T = V_A V_B⁺ with NumPy (selector_file.reconstruction_matrix), the torch selector
+    # with torch.linalg.pinv: both in float64, rounded to complex64. They must agree to complex64 rounding.
+    from beamattn.wireless.arrays import UPA
+    from beamattn.wireless.selector import reconstruction_matrix as torch_reconstruction
+
+    beams = BEAMS
+    measured = torch.zeros(M, dtype=torch.bool)
+    if case == "ula-orthogonal":
+        measured[1::4] = True  # J = N = 8
+    elif case == "ula-fewer-than-n":
+        measured[[0, 5, 9, 20, 31]] = True  # J = 5 < N: V_B V_B⁺ = I
+    elif case == "ula-more-than-n":
+        measured[::2] = True  # J = 16 > N, rank N
+    elif case == "upa-least-squares":
+        beams = dft_codebook(UPA(4, 4), (2, 2)).beams  # [64, 16], grid 8x8
+        measured = torch.zeros(beams.shape[0], dtype=torch.bool)
+        measured[1::2] = True  # J = 32, rank 16
+    else:
+        g = torch.Generator().manual_seed(5)
+        beams = torch.randn(20, 6, dtype=torch.complex64, generator=g)
+        beams = beams / torch.linalg.vector_norm(beams, dim=-1, keepdim=True)
+        measured = torch.zeros(20, dtype=torch.bool)
+        measured[[1, 4, 7, 11]] = True
+    ref = torch_reconstruction(beams, measured).numpy()  # [M, J] complex64
+    got = selector_file.reconstruction_matrix(beams.numpy(), measured.nonzero().flatten().tolist())
+    assert got.dtype == np.complex64 and got.shape == ref.shape == (beams.shape[0], int(measured.sum()))
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2 * eps * np.abs(ref).max())
+    # And what T is: on exact reports y = V_B h of the channel space, T y = V_A V_B⁺ V_B h (= V_A h at rank N).
+    v = beams.numpy().astype(np.complex128)
+    v_b = v[measured.numpy()]
+    if case in ("ula-orthogonal", "ula-more-than-n", "upa-least-squares"):
+        h = np.random.default_rng(0).normal(size=(3, v.shape[1])) + 0j  # [3, N]
+        np.testing.assert_allclose((h @ v_b.T) @ got.T, h @ v.T, atol=1e-5 * np.abs(h @ v.T).max())
+    if case == "ula-fewer-than-n":
+        np.testing.assert_allclose(got[measured.numpy()], np.eye(5), atol=1e-6)  # a measured beam is its report
+
+
+def test_transformer_defaults_match_the_torch_selector_config():
+    defaults = {f.name: f.default for f in dataclasses.fields(SelectorConfig)}
+    assert selector_file.TRANSFORMER_FIELDS == {k: defaults[k] for k in selector_file.TRANSFORMER_FIELDS}
+    from beamattn.wireless import selector as torch_selector
+
+    assert tuple(selector_file.TRANSFORMER_FIELDS) == torch_selector.TRANSFORMER_FIELDS
+    assert selector_file.ARCHS == torch_selector.ARCHS
+
+
+def test_export_keras_of_a_transformer_checkpoint(tmp_path):
+    sel = _selector(arch="transformer", layers=1, heads=2, query="context", grid=(4, 8))
+    ckpt = save_selector(sel, tmp_path / "selector.safetensors")
+    f = read_selector_file(export_keras(ckpt, tmp_path / "keras.safetensors"))
+    assert f.selector == sel.config.to_dict()
+    np.testing.assert_array_equal(f.weights["block0_pos_v_table"], sel.blocks[0].pos.v_table.weight.detach().numpy())
+
+
+def test_export_refuses_a_transformer_whose_forward_pass_overflows(tmp_path):
+    sel = _selector(arch="transformer", layers=1, heads=2, query="context")
+    with torch.no_grad():
+        sel.blocks[0].attn.q_proj.weight.fill_(1e30)  # scores of +-inf: NaN attention weights
+        sel.blocks[0].attn.k_proj.weight.fill_(1e30)
+    with pytest.raises(ValueError, match="forward pass overflows.*'blocks.0.attn"):
+        export_selector_keras(sel, tmp_path / "t.safetensors")
+    assert not (tmp_path / "t.safetensors").exists()
 
 
 def test_export_of_an_untrained_selector_has_no_weights(tmp_path):
@@ -250,4 +385,7 @@ def test_fixtures_are_valid_selector_files_with_consistent_outputs():
         np.testing.assert_allclose(io["weights"].sum(-1), 1.0, atol=1e-5)
         beams = io["beams_real"] + 1j * io["beams_imag"]
         np.testing.assert_allclose(np.linalg.norm(beams, axis=-1), 1.0, atol=1e-5)
-        assert ("phase" in io) or not f.selector["cophase"]
+        assert ("phase" in io) or ("phase_history" in io and f.selector.get("phase_predict")) \
+            or not f.selector["cophase"]
+        if "phase_history" in io:  # a phase history of the same reports (phase_predict)
+            assert io["phase_history"].shape == io["rsrp_db"].shape and f.selector.get("phase_predict")

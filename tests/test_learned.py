@@ -105,7 +105,8 @@ def test_parameter_counts_closed_form_and_matched_to_the_selector(scenario):
         model = build_model(cfg, narrow.beams, measured)
         n = count_parameters(model)
         assert n == parameter_count(cfg.arch, cfg.hidden, cfg.history, int(measured.sum()), narrow.num_beams,
-                                    scn.selector)
+                                    scn.selector, csi=cfg.csi)
+        assert cfg.csi == scn.selector.csi_keys  # every model reads what the selector's keys read
         want = target * (1 if MODEL_SPECS[name].size == "matched" else LARGE_FACTOR)
         assert abs(n - want) <= 0.1 * want, (name, n, want)
         assert cfg.history == scn.selector.history  # the selector's report history

@@ -107,6 +107,65 @@ def test_selector_block_equals_selector_and_composes(precision):
     torch.testing.assert_close(y.reshape(5, 3, 14, 12), torch.einsum("bdsfn,bdn->bdsf", h, beams))
 
 
+def test_selector_block_passes_the_phase_history_to_a_phase_predicting_transformer():
+    from beamattn.linklevel import SelectorBlock
+    from beamattn.wireless.arrays import AntennaArray
+    from beamattn.wireless.codebooks import dft_codebook
+    from beamattn.wireless.selector import AttentionSelector, SelectorConfig
+
+    torch.manual_seed(1)
+    cb = dft_codebook(AntennaArray(num_rows=1, num_cols=8), 2).beams.to(torch.complex64)  # [16, 8]
+    measured = torch.zeros(cb.shape[0], dtype=torch.bool)
+    measured[::2] = True
+    cfg = SelectorConfig(arch="transformer", normalizer="softmax", history=3, d_model=8, heads=2, neighbours=2,
+                         cophase=True, phase_predict=True, phase_lead=1.5, query="context")
+    sel = AttentionSelector(cfg, cb, measured)
+    with torch.no_grad():  # a non-zero contextual query and position bias, so that every part counts
+        sel.query_net.weight.normal_()
+        sel.blocks[0].pos.h_table.weight.normal_()
+    block = SelectorBlock(selector=sel, precision="single")
+    rsrp = 10 * torch.randn(4, 3, cb.shape[0])  # [B, L, M]
+    history = torch.rand(4, 5, cb.shape[0]) * 6.28  # [B, T, M]
+    phase = history[:, -1]  # [B, M]
+    beams = block(rsrp, phase, phase_history=history)
+    ref = sel(rsrp, phase, phase_history=history).beams
+    assert beams.dtype == torch.complex64 and beams.shape == (4, 8)
+    torch.testing.assert_close(beams, ref, rtol=0, atol=0)
+    # The history is read: the latest phases alone are not what the block co-phases with.
+    assert (beams - sel(rsrp, phase, phase_history=history[:, -1:]).beams).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="'phase_predict' is on but no 'phase_history'"):
+        block(rsrp, phase)
+
+
+@pytest.mark.parametrize("precision", ["single", "double"])
+def test_selector_block_passes_the_report_phases_to_csi_keys(precision):
+    from beamattn.linklevel import SelectorBlock
+    from beamattn.wireless.arrays import AntennaArray
+    from beamattn.wireless.codebooks import dft_codebook
+    from beamattn.wireless.selector import AttentionSelector, SelectorConfig
+
+    torch.manual_seed(2)
+    cb = dft_codebook(AntennaArray(num_rows=1, num_cols=8), 2).beams.to(torch.complex64)  # [16, 8]
+    measured = torch.zeros(cb.shape[0], dtype=torch.bool)
+    measured[::2] = True  # the orthogonal DFT basis
+    cfg = SelectorConfig(normalizer="softmax", history=3, d_model=8, neighbours=2, csi_keys=True)
+    sel = AttentionSelector(cfg, cb, measured)
+    block = SelectorBlock(selector=AttentionSelector(cfg, cb, measured), precision=precision)
+    block.selector.load_state_dict(sel.state_dict())
+    # T = V_A V_B⁺ in the block's precision (recomputed from the codebook, not the complex64 one cast up)
+    assert block.selector.recon.dtype == block.cdtype
+    rsrp = 10 * torch.randn(4, 3, cb.shape[0])  # [B, L, M]
+    report = torch.rand(4, 3, cb.shape[0]) * 6.28  # [B, L, M] the reports' phases
+    beams = block(rsrp, None, report_phase=report)
+    ref = sel(rsrp, report_phase=report).beams
+    assert beams.dtype == block.cdtype and beams.shape == (4, 8)
+    torch.testing.assert_close(beams.to(torch.complex128), ref.to(torch.complex128), rtol=1e-5, atol=1e-5)
+    # The phases are read: other per-beam phases, another reconstructed channel, other beams.
+    assert (beams - block(rsrp, None, report_phase=report.flip(-1))).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="'csi_keys' is on but no 'report_phase'"):
+        block(rsrp)
+
+
 def test_linklevel_cli_writes_outputs(tmp_path, capsys):
     p = tmp_path / "tiny.toml"
     p.write_text("""

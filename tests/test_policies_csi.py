@@ -28,7 +28,7 @@ from beamattn.wireless.runner import episodes
 sys.path.insert(0, str(Path(__file__).parent))
 from wireless_fixtures import tiny_scenario  # noqa: E402
 
-NEW = ["type1", "type1-oversampled", "type2-l2-qpsk", "type2-l2-8psk", "type2-l4-qpsk", "type2-l4-8psk",
+NEW = ["type1", "type1-oversampled", "type1-oversampled-avg", "type2-l2-qpsk", "type2-l2-8psk", "type2-l4-qpsk", "type2-l4-8psk",
        "type2-l4-8psk-avg", "mrt-reports", "mrt-reports-avg", "mrt-reports-mmse", "omp-beam", "omp-mrt", "omp-beam-avg", "omp-mrt-avg"]
 NEEDS_PHASE = [n for n in NEW if n != "type1"]
 

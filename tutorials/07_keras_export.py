@@ -47,10 +47,11 @@ TORCH_BIN = os.environ.get("BEAMATTN_TORCH_BIN", str(ROOT / ".venv" / "bin" / "b
 # %% [markdown]
 # ## Train and export in the torch environment
 #
-# The Keras layer implements the convolution-key selector (`[selector] arch = "conv"`); the contextual
-# `arch = "transformer"` selector of `vehicular-60.toml` has no Keras port yet and its export is refused
-# with one line saying so. This tutorial therefore trains a copy of the scenario with `arch = "conv"`
-# (small settings: short drops and a few steps, the workflow rather than a good selector).
+# The Keras layer implements both selectors: the convolution-key one (`[selector] arch = "conv"`) and the
+# contextual one of `vehicular-60.toml` (`arch = "transformer"`: self-attention among the beams, a query
+# from the link's state, and `csi_keys`: keys that also read the complex reports). This tutorial trains
+# and exports the scenario's own selector; on small settings (`BEAMATTN_TUTORIAL_SMALL=1`: short drops and
+# a few steps, the workflow rather than a good selector) through a copy of the scenario file.
 
 
 # %%
@@ -78,15 +79,14 @@ def toml_dumps(doc: dict, prefix: str = "") -> str:
     return "\n".join(out)
 
 
-doc = tomllib.loads((ROOT / "scenarios" / "vehicular-60.toml").read_text())
-transformer_only = ("layers", "heads", "query", "phase_predict", "phase_lead")
-doc["selector"] = {k: v for k, v in doc["selector"].items() if k not in transformer_only} | {"arch": "conv"}
+scenario = ROOT / "scenarios" / "vehicular-60.toml"
 if SMALL:
+    doc = tomllib.loads(scenario.read_text())
     doc["channel"]["duration"] = 0.4  # s per drop
     doc["training"].update(drops=16, steps=20, batch=64)
-scenario = OUT / "vehicular-60-conv.toml"
-scenario.write_text(toml_dumps(doc))
-assert tomllib.loads(scenario.read_text()) == doc  # the copy says what the dictionary says
+    scenario = OUT / "vehicular-60-small.toml"
+    scenario.write_text(toml_dumps(doc))
+    assert tomllib.loads(scenario.read_text()) == doc  # the copy says what the dictionary says
 train_dir, keras_file = OUT / "train", OUT / "selector.keras.safetensors"
 subprocess.run([TORCH_BIN, "train", str(scenario), "--out", str(train_dir), "--force"], check=True,
                stdout=subprocess.DEVNULL)
@@ -104,23 +104,29 @@ selector = AttentionSelectorLayer.from_file(keras_file)
 cfg = selector.selector
 M, N, L = selector.num_beams, selector.num_ant, cfg["history"]
 print(f"M = {M} beams, N = {N} antennas, Set B = {len(selector.set_b)} beams, history L = {L}, "
-      f"{cfg['normalizer']} / {cfg['mode']}")
+      f"{cfg['normalizer']} / {cfg['mode']}, arch = {cfg.get('arch', 'conv')}, csi_keys = {cfg.get('csi_keys', False)}")
+assert cfg.get("csi_keys"), "vehicular-60's selector reads the complex reports (csi_keys = true)"
 
 # %% [markdown]
 # ## Reports in, beams out
 #
 # Reports are L1-RSRP in dB, `[..., L, M]`, oldest first (unmeasured beams are ignored: only Set B is
-# read). Here they come from a plane wave arriving from 20° with noise, computed from the layer's own
-# codebook: `y = hᵀ w x + n`, beam gain `|hᵀ v_m|²`.
+# read). With `csi_keys` the layer also takes the reports' phases, `report_phase [..., L, M]` (rad, the
+# same shape): from each complex report of Set B it reconstructs the channel (least squares) and gives
+# every beam's gain on it to the keys, the unmeasured beams included. Here the reports come from a plane
+# wave arriving from 20° with noise, computed from the layer's own codebook: `y = hᵀ w x + n`, beam
+# response `hᵀ v_m`, gain `|hᵀ v_m|²`.
 
 # %%
 codebook = selector.codebook_real.numpy() + 1j * selector.codebook_imag.numpy()  # [M, N] unit-norm beams
 rng = np.random.default_rng(0)
 n = np.arange(N)
 h = np.exp(1j * np.pi * n * np.sin(np.deg2rad(20.0)))  # [N] half-wavelength ULA, E|h_n|² = 1
-gain = np.abs(codebook @ h) ** 2  # [M] |hᵀ v_m|² (no conjugate)
+response = codebook @ h  # [M] hᵀ v_m (no conjugate)
+gain = np.abs(response) ** 2  # [M] |hᵀ v_m|²
 rsrp_db = 10 * np.log10(gain + 0.1 * rng.exponential(size=(8, L, M)))  # [8, L, M]: 8 decisions, noisy
-out = selector(tf.constant(rsrp_db, tf.float32))
+report_phase = np.angle(response) + rng.normal(0.0, 0.1, (8, L, M))  # [8, L, M] rad, noisy
+out = selector(tf.constant(rsrp_db, tf.float32), report_phase=tf.constant(report_phase, tf.float32))
 w = out["beams"].numpy()  # [8, N] complex64, unit norm
 print("beams", w.shape, w.dtype, "norms", np.round(np.linalg.norm(w, axis=-1), 4))
 print("weights", tuple(out["weights"].shape), "index", out["index"].numpy())
@@ -136,19 +142,21 @@ assert np.allclose(np.linalg.norm(w, axis=-1), 1.0, atol=1e-5)
 # `beamattn.keras` before `tf.keras.models.load_model`, to register the layer).
 
 # %%
-inputs = tf.keras.Input(shape=(L, M), dtype=tf.float32, name="rsrp_db")
-weights = selector(inputs)["weights"]  # [batch, M] attention weights over the codebook
-model = tf.keras.Model(inputs, weights, name="beam_weights")
+reports_in = tf.keras.Input(shape=(L, M), dtype=tf.float32, name="rsrp_db")
+phases_in = tf.keras.Input(shape=(L, M), dtype=tf.float32, name="report_phase")
+weights = selector(reports_in, report_phase=phases_in)["weights"]  # [batch, M] attention weights over the codebook
+model = tf.keras.Model([reports_in, phases_in], weights, name="beam_weights")
 model.save(OUT / "model.keras")
 reloaded = tf.keras.models.load_model(OUT / "model.keras")
-same = np.allclose(reloaded(rsrp_db.astype(np.float32)).numpy(), out["weights"].numpy(), atol=1e-6)
+x = [rsrp_db.astype(np.float32), report_phase.astype(np.float32)]
+same = np.allclose(reloaded(x).numpy(), out["weights"].numpy(), atol=1e-6)
 print("reloaded model gives the same attention weights:", same)
 assert same
 
 
 @tf.function
-def select(reports: tf.Tensor) -> tf.Tensor:
-    return selector(reports)["index"]
+def select(reports: tf.Tensor, phases: tf.Tensor) -> tf.Tensor:
+    return selector(reports, report_phase=phases)["index"]
 
 
-print("tf.function:", select(tf.constant(rsrp_db, tf.float32)).numpy())
+print("tf.function:", select(tf.constant(rsrp_db, tf.float32), tf.constant(report_phase, tf.float32)).numpy())

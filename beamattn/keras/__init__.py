@@ -8,6 +8,8 @@ which cannot share an environment with TensorFlow. ::
     layer = AttentionSelectorLayer.from_file("selector.keras.safetensors")  # beamattn export --format keras
     out = layer(rsrp_db)              # rsrp_db [..., L, M] dB -> out["beams"] [..., N] complex64, unit norm
     out["weights"], out["index"]      # [..., M] attention weights, [...] beam of the largest weight
+    out = layer(rsrp_db, phase, phase_history=history)  # co-phased; history [..., T, M] with phase_predict
+    out = layer(rsrp_db, report_phase=report_phase)  # csi_keys: the reports' phases [..., L, M] (rad)
 
 Modules: :mod:`.selector` (the layer), :mod:`.normalizers` (softmax, sparsemax, 1.5-entmax in TF),
 :mod:`.selector_file` (the exported file: NumPy + safetensors only, shared with the torch exporter).
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 from .selector_file import FORMAT_NAME, FORMAT_VERSION, SelectorFileError, read_selector_file
 
-__all__ = ["AttentionSelectorLayer", "relative_rsrp_features", "softmax", "sparsemax", "entmax15",
+__all__ = ["AttentionSelectorLayer", "relative_rsrp_features", "predict_phase", "softmax", "sparsemax", "entmax15",
            "FORMAT_NAME", "FORMAT_VERSION", "SelectorFileError", "read_selector_file"]
 
-_LAZY = {"AttentionSelectorLayer": "selector", "relative_rsrp_features": "selector",
+_LAZY = {"AttentionSelectorLayer": "selector", "relative_rsrp_features": "selector", "predict_phase": "selector",
          "softmax": "normalizers", "sparsemax": "normalizers", "entmax15": "normalizers"}
 
 

@@ -268,8 +268,12 @@ def _selector_block_class():
         the block's precision and device by Sionna (``Block.__call__``); the selector's weights are
         moved to the same precision and device, so the block composes with other Sionna blocks.
 
-        ``call(rsrp_db [..., L, M], phase [..., M] or None) -> beams [..., N]`` complex, unit norm
-        (the block's ``cdtype``); apply them as ``h_eff = einsum("...n,...n->...", h, beams)``.
+        ``call(rsrp_db [..., L, M], phase [..., M] or None, phase_history [..., T, M] or None,
+        report_phase [..., L, M] or None) -> beams [..., N]`` complex, unit norm (the block's ``cdtype``); apply
+        them as ``h_eff = einsum("...n,...n->...", h, beams)``. ``phase_history`` (rad, oldest first) is what a
+        ``phase_predict`` selector co-phases from (it predicts each beam's phase ``config.phase_lead`` spacings on);
+        ``report_phase`` (rad, the phases of the reports ``rsrp_db``) is what a ``csi_keys`` selector's keys read
+        (the channel reconstructed from each complex report); other selectors do not read them.
         """
 
         def __init__(self, config=None, codebook: Tensor | None = None, measured: Tensor | None = None,
@@ -288,9 +292,15 @@ def _selector_block_class():
             for p in self.selector.parameters():
                 p.data = p.data.to(self.dtype)
             self.selector.beams = self.selector.beams.to(self.cdtype)
+            if hasattr(self.selector, "recon"):  # csi_keys: T = V_A V_B⁺ [M, J] again, in the block's precision
+                from ..wireless.selector import reconstruction_matrix
 
-        def call(self, rsrp_db: Tensor, phase: Tensor | None = None) -> Tensor:
-            return self.selector(rsrp_db, phase).beams.to(self.cdtype)
+                self.selector.recon = reconstruction_matrix(self.selector.beams, self.selector.measured)
+
+        def call(self, rsrp_db: Tensor, phase: Tensor | None = None, phase_history: Tensor | None = None,
+                 report_phase: Tensor | None = None) -> Tensor:
+            return self.selector(rsrp_db, phase, phase_history=phase_history,
+                                 report_phase=report_phase).beams.to(self.cdtype)
 
     _SELECTOR_BLOCK = SelectorBlock
     return SelectorBlock

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..keras.selector_file import write_selector_file
+from ..keras.selector_file import weight_shapes, write_selector_file
 from .checkpoint import CheckpointError, load_selector, read_checkpoint_config, stored_codebook
 from .selector import AttentionSelector
 
 __all__ = ["export_keras", "export_selector_keras", "checkpoint_codebook", "check_selector_forward",
-           "representative_reports", "REPORT_RANGE_DB"]
+           "representative_reports", "keras_weight_names", "REPORT_RANGE_DB"]
 
 # Reports a selector can be fed: 10 log10 of a noisy RSRP, floored at 1e-12 (-120 dB) by the measurement, up to
 # the noise-only report at the lowest measurement SNR (-100 dB: ~+100 dB, +13 dB for the exponential tail) plus
@@ -34,6 +34,40 @@ _NORM_TOL = 1e-3  # beams are unit norm to float32 precision
 # Conv2d [d, L+1, kv, kh] for a UPA grid of beams; the Keras layer transposes to TF's layouts).
 _WEIGHTS = {"key_net.0.weight": "key_conv_weight", "key_net.0.bias": "key_conv_bias", "query": "query",
             "beam_bias": "beam_bias"}
+# The transformer's tensors of one block: torch name after "blocks.{i}." -> file name after "block{i}_" (Linear
+# weights [out, in], LayerNorm weights [d], the position tables [H, 2D+1]; layouts kept).
+_BLOCK_WEIGHTS = {"norm1.weight": "norm1_weight", "norm1.bias": "norm1_bias",
+                  "attn.q_proj.weight": "q_proj_weight", "attn.q_proj.bias": "q_proj_bias",
+                  "attn.k_proj.weight": "k_proj_weight", "attn.k_proj.bias": "k_proj_bias",
+                  "attn.v_proj.weight": "v_proj_weight", "attn.v_proj.bias": "v_proj_bias",
+                  "attn.out_proj.weight": "out_proj_weight", "attn.out_proj.bias": "out_proj_bias",
+                  "pos.h_table.weight": "pos_h_table", "pos.v_table.weight": "pos_v_table",
+                  "norm2.weight": "norm2_weight", "norm2.bias": "norm2_bias",
+                  "mlp.0.weight": "mlp_in_weight", "mlp.0.bias": "mlp_in_bias",
+                  "mlp.2.weight": "mlp_out_weight", "mlp.2.bias": "mlp_out_bias"}
+_QUERY_WEIGHTS = {"query_norm.weight": "query_norm_weight", "query_norm.bias": "query_norm_bias",
+                  "query_net.weight": "query_net_weight", "query_net.bias": "query_net_bias"}
+
+
+def keras_weight_names(selector: AttentionSelector) -> dict[str, str]:
+    """Torch state-dict name -> selector-file name of every learned weight of ``selector`` (empty if untrained).
+
+    The conv selector's four tensors; a transformer adds each block's (``blocks.{i}.attn.q_proj.weight`` ->
+    ``block{i}_q_proj_weight``, ...; the vertical position table only for a grid) and the contextual query's.
+    """
+    cfg = selector.config
+    if not cfg.learned:
+        return {}
+    names = dict(_WEIGHTS)
+    if cfg.arch == "transformer":
+        for i in range(cfg.layers):
+            for key, name in _BLOCK_WEIGHTS.items():
+                if key.startswith("pos.v_table") and cfg.grid is None:
+                    continue  # a 1-D codebook has no vertical axis
+                names[f"blocks.{i}.{key}"] = f"block{i}_{name}"
+        if cfg.query == "context":
+            names.update(_QUERY_WEIGHTS)
+    return names
 
 
 def representative_reports(selector: AttentionSelector, count: int = 32, seed: int = 0
@@ -81,10 +115,16 @@ def check_selector_forward(selector: AttentionSelector) -> None:
         slope = torch.linspace(-3.0, 3.0, phase.shape[-1], dtype=phase.dtype, device=phase.device)  # [M] rad/period
         steps = torch.arange(1 - selector.config.history, 1, dtype=phase.dtype, device=phase.device)  # [L]
         history = phase[:, None, :] + steps[:, None] * slope  # [S, L, M]
+    # csi_keys: the reports' phases, the latest ones at the given phases and a per-beam slope before them.
+    report = None
+    if selector.config.csi_keys and selector.config.learned:
+        slope = torch.linspace(-3.0, 3.0, phase.shape[-1], dtype=phase.dtype, device=phase.device)  # [M] rad/period
+        steps = torch.arange(1 - rsrp.shape[-2], 1, dtype=phase.dtype, device=phase.device)  # [L]
+        report = phase[:, None, :] + steps[:, None] * slope  # [S, L, M]
 
     def bad_outputs() -> int:
         try:
-            beams = selector(rsrp, phase, phase_history=history).beams  # [S, N]
+            beams = selector(rsrp, phase, phase_history=history, report_phase=report).beams  # [S, N]
         except (ValueError, RuntimeError):  # NaN scores: the core refuses them (or entmax's gather fails)
             return rsrp.shape[0]
         norm = torch.linalg.vector_norm(beams, dim=-1)  # [S]
@@ -133,16 +173,19 @@ def export_selector_keras(selector: AttentionSelector, out: str | Path, *, sourc
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export: argument '--out' = {str(out)!r}; expected a file name ending in .safetensors")
-    if selector.config.learned and selector.config.arch != "conv":
-        raise ValueError(f"export: {source}: selector arch = {selector.config.arch!r} has no Keras port yet; "
-                         "expected arch = 'conv' (the Keras layer implements the convolution-key selector only)")
     weights = {}
     if selector.config.learned:
         state = selector.state_dict()
-        if set(state) != set(_WEIGHTS):
-            raise ValueError(f"export: the selector has weights {sorted(state)}; expected {sorted(_WEIGHTS)}")
-        weights = {name: state[key].detach().cpu().to(torch.float32).numpy() for key, name in _WEIGHTS.items()}
-        for key, name in _WEIGHTS.items():  # float32, as the Keras layer computes: 1e39 would become inf
+        names = keras_weight_names(selector)
+        if set(state) != set(names):
+            raise ValueError(f"export: the selector has weights {sorted(state)}; expected {sorted(names)}")
+        weights = {name: state[key].detach().cpu().to(torch.float32).numpy() for key, name in names.items()}
+        shapes = weight_shapes(selector.config.to_dict(), selector.num_beams)
+        for key, name in names.items():  # the file's layouts are the torch ones: a mismatch is a changed module
+            if weights[name].shape != shapes.get(name):
+                raise ValueError(f"export: weight {key!r} has shape {tuple(weights[name].shape)}; the Keras file "
+                                 f"expects {shapes.get(name)} for {name!r}")
+        for key, name in names.items():  # float32, as the Keras layer computes: 1e39 would become inf
             if not np.isfinite(weights[name]).all():
                 raise ValueError(f"export: weight {key!r} is not finite in float32 (largest |value| "
                                  f"{float(state[key].detach().abs().max()):.3g}); expected weights a float32 Keras "

@@ -36,8 +36,8 @@ from ..core import attend
 from ..core.diagnostics import attention_entropy
 from .selector_context import BeamSelfAttention, grid_positions, predict_phase
 
-__all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features", "selector_forward",
-           "conv_config"]
+__all__ = ["SelectorConfig", "SelectorOutput", "AttentionSelector", "relative_rsrp_features",
+           "reconstructed_gain_features", "reconstruction_matrix", "selector_forward", "conv_config"]
 
 _FLOOR_DB = -40.0  # reports this far below the best beam carry no information
 _INFERENCE_CHUNK = 1024  # decisions per chunk when selecting without gradients, on the CPU
@@ -81,6 +81,11 @@ class SelectorConfig:
         phase_lead: how far ahead the phase is predicted, in units of the phase samples' spacing (report
             periods): (reporting delay + half the use interval) / period, 0.75 for 5 ms + 10 ms over 20 ms.
             Scenarios set it from the measurement timeline unless ``[selector]`` gives it.
+        csi_keys: the keys also read the complex reports (needs ``with_phase`` reports, either arch): for each of
+            the ``L`` reports, the gain ``|ĥᵀ v_m|²`` of *every* beam of Set A on the channel ``ĥ`` reconstructed
+            from that report's complex Set B values (minimum-norm least squares, as ``type1-oversampled``), in dB
+            relative to the latest report's best, ``L`` more input channels (:func:`reconstructed_gain_features`).
+            An RSRP-only key sees the unmeasured beams only through their neighbours; these see them directly.
     """
 
     normalizer: str = "sparsemax"
@@ -99,6 +104,7 @@ class SelectorConfig:
     query: str = "fixed"
     phase_predict: bool = False
     phase_lead: float = 0.75
+    csi_keys: bool = False
 
     def __post_init__(self) -> None:
         grid = self.grid
@@ -127,6 +133,7 @@ class SelectorConfig:
              f"an integer >= 1 that divides d_model = {self.d_model}"),
             ("query", self.query in ("fixed", "context"), "'fixed' or 'context'"),
             ("phase_predict", isinstance(self.phase_predict, bool), "true or false"),
+            ("csi_keys", isinstance(self.csi_keys, bool), "true or false"),
             ("phase_lead", isinstance(self.phase_lead, (int, float)) and not isinstance(self.phase_lead, bool)
              and math.isfinite(self.phase_lead) and 0 <= self.phase_lead <= 100, "a number in [0, 100] (periods)"),
         )
@@ -154,6 +161,8 @@ class SelectorConfig:
         if self.arch == "conv":  # today's selector: the same dict (checkpoints, Keras files) as before arch existed
             for name in ("arch", *TRANSFORMER_FIELDS):
                 del d[name]
+        if not self.csi_keys:  # RSRP-only keys: the dict (checkpoints, Keras files) of before the field existed
+            del d["csi_keys"]
         if self.grid is None:
             del d["grid"]
         else:
@@ -201,6 +210,41 @@ def relative_rsrp_features(rsrp_db: Tensor, measured: Tensor) -> Tensor:
     return rel.masked_fill(~measured, 0.0)
 
 
+def reconstruction_matrix(beams: Tensor, measured: Tensor) -> Tensor:
+    """``T [M, J]`` complex: the reports ``y [J]`` of Set B map to every beam's response ``T y`` on the channel
+    they give.
+
+    A report is ``y_b = hᵀ v_b`` (no conjugate, :mod:`.policies.csi_codebooks`), so ``y = V_B h`` with
+    ``V_B = beams[measured] [J, N]``; ``ĥ = V_B⁺ y`` is the minimum-norm least-squares channel (``h`` itself when
+    Set B is an orthogonal basis and the reports are exact) and ``ĥᵀ v_m = (V_A V_B⁺ y)_m``: ``T = V_A V_B⁺``.
+    Computed in float64, returned in the codebook's dtype.
+    """
+    v = beams.to(torch.complex128)  # [M, N]
+    return (v @ torch.linalg.pinv(v[measured])).to(beams.dtype)  # [M, J]
+
+
+def reconstructed_gain_features(rsrp_db: Tensor, phase: Tensor, recon: Tensor, measured: Tensor) -> Tensor:
+    """Every beam's gain on the channel reconstructed from each complex report, relative to the latest best.
+
+    Args:
+        rsrp_db: ``[..., L, M]`` reports (dB), oldest first; only Set B entries are read.
+        phase: ``[..., L, M]`` the same reports' phases (rad); only Set B entries are read.
+        recon: ``[M, J]`` :func:`reconstruction_matrix`.
+        measured: ``[M]`` bool, Set B (``J`` True entries).
+
+    Returns:
+        ``[..., L, M]`` real in ``[-4, 0.5]``: ``10 log10 |T y(t)|²`` of every beam, minus the largest of the
+        latest report, in units of 10 dB, floored at -40 dB. The complex report of beam ``b`` is
+        ``y_b = 10^{rsrp_b/20} e^{jφ_b}`` (the noisy, quantised RSRP as the amplitude).
+    """
+    amp = torch.pow(10.0, rsrp_db[..., measured] / 20)  # [..., L, J]
+    y = torch.polar(amp, phase[..., measured])  # [..., L, J] complex
+    gain = (y.to(recon.dtype) @ recon.transpose(-2, -1)).abs().square()  # [..., L, M] |ĥ(t)ᵀ v_m|²
+    gain_db = 10 * torch.log10(gain.clamp_min(1e-30))  # [..., L, M]
+    ref = gain_db[..., -1:, :].amax(-1, keepdim=True)  # [..., 1, 1] the latest report's best beam
+    return ((gain_db - ref) / 10).clamp(_FLOOR_DB / 10, 0.5)  # [..., L, M]
+
+
 class AttentionSelector(nn.Module):
     """Attention over the codebook's beams; see the module docstring.
 
@@ -236,12 +280,16 @@ class AttentionSelector(nn.Module):
             # network of the neighbourhood's reports: cheap enough for >100k decisions/s on a CPU.
             # For a UPA grid of beams the convolution is 2-D over (m_v, m_h), circular on both axes (each is
             # a DFT index, circular in spatial frequency): the neighbours are the adjacent beams in both angles.
+            # Input channels per beam: L relative RSRPs and the measured flag (+ L reconstructed gains, csi_keys).
+            channels = config.history + 1 + (config.history if config.csi_keys else 0)
+            if config.csi_keys:
+                self.register_buffer("recon", reconstruction_matrix(beams, measured), persistent=False)  # [M, J]
             if config.grid is None:
-                conv: nn.Module = nn.Conv1d(config.history + 1, config.d_model, 2 * config.neighbours + 1,
+                conv: nn.Module = nn.Conv1d(channels, config.d_model, 2 * config.neighbours + 1,
                                             padding=config.neighbours, padding_mode="circular")
             else:
                 n_v, n_h = config.kernel_radii()
-                conv = nn.Conv2d(config.history + 1, config.d_model, (2 * n_v + 1, 2 * n_h + 1),
+                conv = nn.Conv2d(channels, config.d_model, (2 * n_v + 1, 2 * n_h + 1),
                                  padding=(n_v, n_h), padding_mode="circular")
             self.key_net = nn.Sequential(conv, nn.GELU())
             # Weights in the codebook's precision (float32 for complex64 beams, float64 for complex128) and on
@@ -276,11 +324,15 @@ class AttentionSelector(nn.Module):
 
     # ------------------------------------------------------------------ keys and values
 
-    def keys(self, rsrp_db: Tensor) -> Tensor:
-        """Keys ``[..., M, d]`` from reports ``rsrp_db [..., L, M]`` (learned selector), in beam order."""
+    def keys(self, rsrp_db: Tensor, report_phase: Tensor | None = None) -> Tensor:
+        """Keys ``[..., M, d]`` from reports ``rsrp_db [..., L, M]`` (and, with ``csi_keys``, their phases
+        ``report_phase [..., L, M]``) (learned selector), in beam order."""
         rel = relative_rsrp_features(rsrp_db, self.measured)  # [..., L, M]
         flag = self.measured.to(rel.dtype).expand(*rel.shape[:-2], 1, -1)  # [..., 1, M]
-        feat = torch.cat([rel, flag], dim=-2)  # [..., L+1, M]
+        parts = [rel, flag]
+        if self.config.csi_keys:
+            parts.append(reconstructed_gain_features(rsrp_db, report_phase, self.recon, self.measured))  # [..., L, M]
+        feat = torch.cat(parts, dim=-2)  # [..., L+1 (+L), M]
         batch = feat.shape[:-2]
         feat = feat.reshape(-1, *feat.shape[-2:])  # [S, L+1, M]
         if self.config.grid is None:
@@ -322,7 +374,7 @@ class AttentionSelector(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def forward(self, rsrp_db: Tensor, phase: Tensor | None = None, phase_history: Tensor | None = None,
-                phase_lead: float | None = None) -> SelectorOutput:
+                phase_lead: float | None = None, report_phase: Tensor | None = None) -> SelectorOutput:
         """Select beams.
 
         Args:
@@ -333,6 +385,8 @@ class AttentionSelector(nn.Module):
                 or a CSI-RS burst of ``T`` instances within the latest period.
             phase_lead: the prediction horizon in units of ``phase_history``'s spacing (default
                 ``config.phase_lead``, which counts report periods).
+            report_phase: ``[..., L', M]`` the phases of the reports ``rsrp_db`` (same shape, rad): read when
+                ``csi_keys`` (the keys' reconstructed channels).
 
         Returns:
             :class:`SelectorOutput` with ``beams [..., N]`` complex64/128 unit norm.
@@ -347,18 +401,29 @@ class AttentionSelector(nn.Module):
                                  f"expected {tuple(batch)} + [T, M={self.num_beams}]")
             lead = self.config.phase_lead if phase_lead is None else phase_lead
             phase = predict_phase(phase_history.to(self.beams.real.dtype), lead)  # [..., M] at the use interval
+        if self.config.csi_keys and self.config.learned:
+            if report_phase is None:
+                raise ValueError("selector: 'csi_keys' is on but no 'report_phase' [..., L, M] was given; measure "
+                                 "with 'with_phase = true'")
+            if report_phase.shape != rsrp_db.shape:
+                raise ValueError(f"selector: argument 'report_phase' has shape {tuple(report_phase.shape)}; "
+                                 f"expected the shape of 'rsrp_db', {tuple(rsrp_db.shape)}")
+        else:
+            report_phase = None
         chunk = _INFERENCE_CHUNK if rsrp_db.device.type == "cpu" else _INFERENCE_CHUNK_GPU
         if torch.is_grad_enabled() or math.prod(batch) <= chunk:
-            return self._select(rsrp_db, phase)
+            return self._select(rsrp_db, phase, report_phase)
         # Inference on a large batch: chunks keep the intermediate tensors in cache (same results).
         flat = rsrp_db.reshape(-1, *rsrp_db.shape[-2:])
         flat_phase = None if phase is None else phase.reshape(-1, phase.shape[-1])
-        parts = [self._select(flat[i:i + chunk], None if flat_phase is None else flat_phase[i:i + chunk])
+        flat_report = None if report_phase is None else report_phase.reshape(flat.shape)
+        parts = [self._select(flat[i:i + chunk], None if flat_phase is None else flat_phase[i:i + chunk],
+                              None if flat_report is None else flat_report[i:i + chunk])
                  for i in range(0, flat.shape[0], chunk)]
         return SelectorOutput(*(torch.cat([getattr(p, f) for p in parts]).reshape(*batch, *getattr(parts[0], f).shape[1:])
                                 for f in ("beams", "weights", "index", "entropy", "active")))
 
-    def _select(self, rsrp_db: Tensor, phase: Tensor | None) -> SelectorOutput:
+    def _select(self, rsrp_db: Tensor, phase: Tensor | None, report_phase: Tensor | None = None) -> SelectorOutput:
         cfg = self.config
         if rsrp_db.shape[-1] != self.num_beams or rsrp_db.shape[-2] < cfg.history:
             raise ValueError(f"selector: argument 'rsrp_db' has shape {tuple(rsrp_db.shape)}; expected "
@@ -366,6 +431,8 @@ class AttentionSelector(nn.Module):
         # The selector computes in its codebook's precision (float32 weights for complex64 beams).
         real = self.beams.real.dtype
         rsrp_db = rsrp_db[..., -cfg.history:, :].to(real)
+        if report_phase is not None:
+            report_phase = report_phase[..., -cfg.history:, :].to(real)  # [..., L, M]
         if cfg.cophase and phase is None:
             raise ValueError("selector: 'cophase' is on but no phases were given; measure with 'with_phase = true'")
         if phase is not None:
@@ -379,7 +446,7 @@ class AttentionSelector(nn.Module):
         if topk is not None and topk > self.num_beams:
             raise ValueError(f"selector: field 'topk' = {topk} exceeds the codebook size {self.num_beams}")
         if cfg.learned:
-            k = self.keys(rsrp_db)  # [..., M, d]
+            k = self.keys(rsrp_db, report_phase)  # [..., M, d]
             q = self.queries(k, rsrp_db)  # [..., 1, d]
             out, w = attend(q, k, v, bias=self.beam_bias.view(1, -1), normalizer=cfg.normalizer,
                             temperature=cfg.temperature, topk=topk, return_weights=True)  # [..., 1, 2N], [..., 1, M]
@@ -409,8 +476,9 @@ def selector_forward(sel: AttentionSelector, rsrp: Tensor, phase: Tensor | None,
     so both feed the selector alike."""
     if phase is None:
         return sel(rsrp)
+    report = phase if sel.config.csi_keys else None  # [..., L, M] the complex reports enter the keys
     if not sel.config.phase_predict:
-        return sel(rsrp, phase[..., -1, :])
+        return sel(rsrp, phase[..., -1, :], report_phase=report)
     if burst is not None:
-        return sel(rsrp, phase[..., -1, :], phase_history=burst, phase_lead=burst_lead)
-    return sel(rsrp, phase[..., -1, :], phase_history=phase)
+        return sel(rsrp, phase[..., -1, :], phase_history=burst, phase_lead=burst_lead, report_phase=report)
+    return sel(rsrp, phase[..., -1, :], phase_history=phase, report_phase=report)

@@ -135,6 +135,9 @@ def train_selector(scn: Scenario, out_dir: str | Path, *, seed: int | None = Non
     cfg = dataclasses.replace(scn.selector, learned=True)  # its grid: the UPA's DFT grid (set by the scenario)
     if cfg.cophase and not scn.measurement.with_phase:
         raise ValueError("selector: field 'cophase' = true needs measurement 'with_phase' = true")
+    if cfg.csi_keys and not scn.measurement.with_phase:
+        raise ValueError("selector: field 'csi_keys' = true needs measurement 'with_phase' = true (the keys read the "
+                         "complex reports)")
     out_dir = Path(out_dir)
     check_out(out_dir, kind="dir", force=force)
     prog = progress_dir(out_dir)

@@ -64,7 +64,7 @@ def selector_parameters(scn: Scenario) -> int:
     """Trainable parameters of the scenario's learned attention selector (closed form)."""
     cfg = _selector_config(scn)
     m, mb = _sizes(scn)
-    return parameter_count("score", cfg.d_model, cfg.history, mb, m, cfg)
+    return parameter_count("score", cfg.d_model, cfg.history, mb, m, cfg, csi=cfg.csi_keys)
 
 
 def model_config(scn: Scenario, model: str) -> LearnedConfig:
@@ -83,10 +83,11 @@ def model_config(scn: Scenario, model: str) -> LearnedConfig:
     if spec.arch == "score" and spec.size == "matched":
         hidden = sel.d_model  # the selector's own network, parameter for parameter
     else:
-        hidden = matched_hidden(spec.arch, target, sel.history, mb, m, sel)
+        hidden = matched_hidden(spec.arch, target, sel.history, mb, m, sel, csi=sel.csi_keys)
+    # csi: every model reads what the selector's keys read (the complex reports' reconstructed gains too).
     return LearnedConfig(kind=model, arch=spec.arch, hidden=hidden, history=sel.history, loss=spec.loss,
                          temperature_db=SOFT_TEMPERATURE_DB,
-                         selector=sel.to_dict() if spec.arch == "score" else None)
+                         selector=sel.to_dict() if spec.arch == "score" else None, csi=sel.csi_keys)
 
 
 def soft_labels(gain: torch.Tensor, temperature_db: float) -> torch.Tensor:
@@ -96,7 +97,7 @@ def soft_labels(gain: torch.Tensor, temperature_db: float) -> torch.Tensor:
 
 def learned_loss(model: LearnedModel, pool: DecisionPool) -> torch.Tensor:
     """Cross-entropy of ``model``'s logits on ``pool`` to its genie beam (hard) or soft labels (soft)."""
-    logits = model(pool.rsrp)  # [S, M]
+    logits = model(pool.rsrp, pool.phase if model.config.csi else None)  # [S, M]
     gain = pool.gain.to(logits.dtype)  # [S, M]
     if model.config.loss == "hard":
         return F.cross_entropy(logits, gain.argmax(-1))
@@ -106,7 +107,7 @@ def learned_loss(model: LearnedModel, pool: DecisionPool) -> torch.Tensor:
 @torch.no_grad()
 def _validate(model: LearnedModel, pool: DecisionPool, rho: float) -> dict:
     """The selector's validation numbers for the argmax beam: SE at use, loss to genie (dB), within 1 dB."""
-    pick = model(pool.rsrp).argmax(-1, keepdim=True)  # [S, 1]
+    pick = model(pool.rsrp, pool.phase if model.config.csi else None).argmax(-1, keepdim=True)  # [S, 1]
     gain = pool.gain.gather(-1, pick).squeeze(-1)  # [S]
     genie = pool.gain.max(-1).values
     loss_db = 10 * torch.log10(genie.clamp_min(1e-30)) - 10 * torch.log10(gain.clamp_min(1e-30))

@@ -121,11 +121,11 @@ class AttentionPolicy(Policy):
 
     @property
     def report_bits(self):
-        """For a co-phased selector, a CSI report: ``report_bits(ep)`` is None (unquantised phases) and
-        :meth:`report_values` counts them. None (no CSI report) for RSRP-only selectors, so the run records a
-        report size only for the co-phased ones."""
+        """For a selector that reads phases (co-phased values or ``csi_keys``), a CSI report: ``report_bits(ep)``
+        is None (unquantised phases) and :meth:`report_values` counts them. None (no CSI report) for RSRP-only
+        selectors, so the run records a report size only for the ones that read phases."""
         cfg = self.checkpoint_config or (self.selector.config if self.selector is not None else self.config)
-        return (lambda ep: None) if cfg.cophase else None
+        return (lambda ep: None) if (cfg.cophase or (cfg.csi_keys and cfg.learned)) else None
 
     def report_values(self, ep: Episode) -> int:
         """Phases per decision: one per Set B beam and CSI-RS instance (``burst`` instances per report)."""

@@ -11,6 +11,8 @@ arrays and to reports over Set B, plus the unquantised limit they approach:
 - ``type1-oversampled``: Type I as a UE with per-port CSI-RS computes it: the channel is
   reconstructed from the complex reports over Set B (minimum-norm least squares, exact when Set B
   is an orthogonal basis) and the best beam of the whole oversampled grid (Set A) is reported.
+- ``type1-oversampled-avg``: the same reconstruction for each report of the history, and the beam of the
+  largest EWMA of its reconstructed gains (what the selector's ``csi_keys`` read, with a fixed smoothing).
 - ``type2`` / ``type2-l{2,4}-{qpsk,8psk}``: NR Type II (§5.2.2.2.3, wideband amplitudes only,
   one polarisation): the ``L`` strongest beams of the orthogonal group of the strongest Set B
   beam, combined with 3-bit wideband amplitudes from ``{1, √0.5, √0.25, √0.125, √0.0625,
@@ -63,10 +65,10 @@ import torch
 from torch import Tensor
 
 from ..measurement import Episode
-from .base import Decision, Policy, _best_of, _pick, register
+from .base import Decision, Policy, _best_of, _pick, aggregate_db, check_history, history_length, register
 
 __all__ = ["TYPE2_AMPLITUDES", "complex_reports", "quantize_amplitude", "quantize_phase", "ReportPolicy", "TypeI",
-           "TypeIOversampled", "TypeII", "TypeIIL2QPSK", "TypeIIL28PSK", "TypeIIL4QPSK", "TypeIIL48PSK",
+           "TypeIOversampled", "TypeIOversampledAvg", "TypeII", "TypeIIL2QPSK", "TypeIIL28PSK", "TypeIIL4QPSK", "TypeIIL48PSK",
            "TypeIIL48PSKAvg", "MRTFromReports", "MRTFromReportsAvg", "MRTFromReportsMMSE"]
 
 # TS 38.214 Table 5.2.2.2.3-2: wideband amplitude values p^(1) (3 bits), as the standard writes them.
@@ -231,6 +233,43 @@ class TypeIOversampled(ReportPolicy):
         h_hat = y @ torch.linalg.pinv(_set_b_beams(ep).T)  # [B, D, N]: ĥᵀ V_Bᵀ = yᵀ, min-norm
         gains = (h_hat @ ep.codebook.beams.to(y.dtype).T).abs() ** 2  # [B, D, M] |ĥᵀ v_m|²
         ranking = gains.topk(min(4, ep.num_beams), dim=-1).indices  # [B, D, 4]
+        return _pick(ep, ranking[..., 0], float(ep.set_b.numel()), ranking)
+
+
+@register("type1-oversampled-avg")
+class TypeIOversampledAvg(Policy):
+    """:class:`TypeIOversampled` over the report history: each report's reconstructed channel gives every beam
+    of Set A a gain ``|ĥ(t)ᵀ v_m|²``, and the beam of the largest EWMA of those gains (in linear power, weights
+    ``alpha (1 - alpha)^age``, :func:`~.base.aggregate_db`) over the last ``history`` reports is picked.
+
+    What the contextual selector's ``csi_keys`` read (the same reconstructed gains of the same reports), with a
+    fixed smoothing rule instead of a learned one: the fair classical baseline for it. Each report's own phases
+    make its channel (phases of different reports are not mixed), so no phase coherence across reports is needed.
+
+    Args:
+        history: reports read (None = the measurement ``history``).
+        alpha: EWMA weight of the latest report (1 = :class:`TypeIOversampled`).
+    """
+
+    report_bits = TypeI.report_bits
+
+    def __init__(self, history: int | None = None, alpha: float = 0.5) -> None:
+        check_history(self.name, history, "ewma", alpha)
+        self.history, self.alpha = history, alpha
+
+    def decide(self, ep: Episode) -> Decision:
+        if ep.phase is None:
+            raise ValueError(f"policy {self.name!r} needs phase reports: scenario field [measurement] 'with_phase' "
+                             "= false; expected with_phase = true")
+        length = history_length(self.name, ep, self.history)
+        real = ep.cov_use.real.dtype
+        rsrp, phase = ep.history(length)  # [B, D, L, K]
+        amp = torch.pow(10.0, rsrp[..., ep.set_b].to(real) / 20)  # [B, D, L, J]
+        y = torch.polar(amp, phase[..., ep.set_b].to(real)).to(ep.cov_use.dtype)  # [B, D, L, J]
+        h_hat = y @ torch.linalg.pinv(_set_b_beams(ep).T)  # [B, D, L, N] per report, min-norm
+        gains = (h_hat @ ep.codebook.beams.to(y.dtype).T).abs() ** 2  # [B, D, L, M]
+        agg = aggregate_db(10 * torch.log10(gains.clamp_min(1e-30)), "ewma", self.alpha)  # [B, D, M]
+        ranking = agg.topk(min(4, ep.num_beams), dim=-1).indices  # [B, D, 4]
         return _pick(ep, ranking[..., 0], float(ep.set_b.numel()), ranking)
 
 

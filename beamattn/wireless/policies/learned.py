@@ -39,6 +39,17 @@ class LearnedPolicy(Policy):
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.model = model
 
+    @property
+    def report_bits(self):
+        """A model that reads the complex reports (``csi``) sends a CSI report: ``report_bits(ep)`` is None
+        (unquantised phases, counted by :meth:`report_values`), as the attention selector with ``csi_keys``;
+        None (no CSI report) for RSRP-only models."""
+        return (lambda ep: None) if (self.model is not None and self.model.config.csi) else None
+
+    def report_values(self, ep: Episode) -> int:
+        """Phases per decision: one per Set B beam (the latest report's)."""
+        return int(ep.set_b.numel())
+
     def build(self, ep: Episode):
         """The model for this episode's codebook and Set B (loaded once; a loaded model is re-checked)."""
         from ..learned.checkpoint import load_learned
@@ -59,16 +70,20 @@ class LearnedPolicy(Policy):
     def decide(self, ep: Episode) -> Decision:
         model = self.build(ep)
         m = ep.num_beams
-        rsrp, _ = ep.history(model.config.history)  # [B, D, L, K]
-        with torch.no_grad():
-            logits = model(rsrp[..., :m])  # [B, D, M]: the model reads Set B only
+        rsrp, phase = ep.history(model.config.history)  # [B, D, L, K]
+        if model.config.csi and phase is None:
+            raise ValueError(f"policy {self.name!r} reads the complex reports (trained with csi): scenario field "
+                             "[measurement] 'with_phase' = false; expected with_phase = true")
+        with torch.no_grad():  # the model reads Set B only (with csi: their phases too)
+            logits = model(rsrp[..., :m], phase[..., :m] if model.config.csi else None)  # [B, D, M]
         ranking = logits.topk(min(4, m), dim=-1).indices  # [B, D, 4]
         return _pick(ep, ranking[..., 0], float(ep.set_b.numel()), ranking)
 
 
 def _doc(name: str) -> str:
     spec = MODEL_SPECS[name]
-    return f"Learned baseline {name!r}: {spec.description}; reads the Set B report history only."
+    return (f"Learned baseline {name!r}: {spec.description}; reads the Set B report history only (and their phases "
+            "when the scenario's selector has csi_keys).")
 
 
 @register("mlp")
