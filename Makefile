@@ -29,7 +29,7 @@ demo: $(STAMP)
 
 # Every claim of the attention write-up: figures, numbers, verdicts and results/experiments/report.md.
 experiments: $(STAMP)
-	$(VENV)/bin/beamattn experiment all --out results/experiments --seed $(SEED) --force
+	$(VENV)/bin/beamattn experiment all --out results/experiments --seed $(SEED) --force --workers 2
 
 core-demo: $(STAMP)
 	$(VENV)/bin/beamattn demo --out results/core-demo --seed $(SEED) --force

@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "scenario and evaluation seed (one per training seed of the learned policies) "
                                       "and prints each policy's paired difference against --reference with its 95% "
                                       "bootstrap CI over drops; writes DIR/compare.json and DIR/compare.png.")
-    comp.add_argument("runs", nargs="+", help="run folders written by `beamattn run`")
+    comp.add_argument("runs", nargs="+", help="run folders written by `beamattn run`; FOLDER::OLD=NEW renames policy "
+                      "OLD of that run (e.g. the attention policy of a checkpoint trained on another scenario)")
     comp.add_argument("--reference", required=True, help="the policy every other one is compared with")
     comp.add_argument("--metric", default="loss_db", choices=("loss_db", "snr_db", "se", "top1", "within_1db"),
                       help="per-drop KPI to compare (default loss_db)")
@@ -236,6 +237,18 @@ def _load(path: str, drops: int | None = None, policy_checkpoints: list[tuple[st
     return scn
 
 
+def _channel_files(scenario: str) -> list[str]:
+    """The channel files a ``backend = "file"`` scenario reads (resolved), [] for other back-ends; a scenario that
+    does not load gives [] here (the command itself reports why)."""
+    from .wireless.scenario import ScenarioError, load_scenario
+
+    try:
+        chan = load_scenario(scenario).channel
+    except (ScenarioError, ValueError, OSError):
+        return []
+    return [str(f) for f in (getattr(chan, "path", None), getattr(chan, "train_path", None)) if f]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -280,11 +293,14 @@ def _check_outputs(args: argparse.Namespace) -> None:
                   inputs=[args.scenario, args.checkpoint, *(p for _, p in args.policy_checkpoint)])
     elif c == "compare":
         if args.out is not None:
-            check_out(args.out, kind="dir", force=force, inputs=args.runs)
+            from .wireless.compare import parse_run_argument
+
+            check_out(args.out, kind="dir", force=force, inputs=[parse_run_argument(r)[0] for r in args.runs])
     elif c == "train":
         check_out(args.out, kind="dir", force=force, inputs=[args.scenario])
     elif c == "channels":
-        check_out(args.out, kind="file", force=force, inputs=[args.scenario])
+        # A file back-end's own channel files are inputs too: --force must not overwrite what it reads.
+        check_out(args.out, kind="file", force=force, inputs=[args.scenario, *_channel_files(args.scenario)])
     elif c == "export":
         if Path(args.out).suffix != ".safetensors":  # before staging: the error names the user's path
             raise ValueError(f"export: argument '--out' = {args.out!r}; expected a file name ending in .safetensors")

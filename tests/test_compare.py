@@ -185,3 +185,27 @@ def test_run_table_pairs_every_policy_with_the_reference(tmp_path):
     assert other.summary["genie"]["paired_vs_reference"]["loss_db"]["ci95"][1] <= 0
     with pytest.raises(ValueError, match="reference policy 'stale' is not evaluated"):
         run_scenario(scn, None, policies=["genie"], progress=False, figures=False, reference="stale")
+
+
+def test_a_renamed_policy_of_another_checkpoint_is_paired_with_the_original(tmp_path):
+    # The same policy name from two checkpoints (e.g. trained on this scenario and on another): renaming one
+    # keeps the two apart, and their paired difference is the known offset.
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0, 3, 32)
+    own = _write_run(tmp_path / "own", {"exhaustive": base, "attention": base - 0.3})
+    other = _write_run(tmp_path / "other", {"exhaustive": base, "attention": base - 0.1})
+    res = compare_runs([f"{own}", f"{other}::attention=attention-elsewhere"], "attention")
+    assert res["policies"]["attention"]["num_seeds"] == 1  # not averaged with the other checkpoint
+    assert res["policies"]["attention-elsewhere"]["diff"]["mean"] == pytest.approx(0.2, abs=1e-5)
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("{run}::attention", r"renames 'attention'; expected FOLDER::OLD=NEW"),
+    ("{run}::=x", r"renames '=x'; expected FOLDER::OLD=NEW"),
+    ("{run}::mlp=x", r"has no policy 'mlp' to rename; it has \['attention', 'exhaustive'\]"),
+    ("{run}::attention=exhaustive", r"give two policies one name"),
+])
+def test_bad_renames_are_refused_in_one_line(tmp_path, arg, message):
+    run = _write_run(tmp_path / "r", {"exhaustive": np.zeros(4), "attention": np.ones(4)})
+    with pytest.raises(ValueError, match=message):
+        compare_runs([arg.format(run=run)], "exhaustive")

@@ -422,3 +422,16 @@ def test_sweep_task_ids_follow_the_channel_files_content(tmp_path, exported):
     (tid, cell, seed), = gen.tasks()
     blob = {"scenario": cell.data, "params": cell.params, "seed": seed, "policies": ["genie"]}
     assert tid == hashlib.sha256(_canonical(blob).encode()).hexdigest()[:20]
+
+
+def test_channels_force_refuses_to_overwrite_the_file_its_scenario_reads(tmp_path, exported):
+    # `beamattn channels` of a file scenario into the very file it reads: --force would destroy the input.
+    import shutil
+
+    shutil.copy(exported["path"], tmp_path / "ch.npz")
+    scn = write_scenario(tmp_path / "f.toml", file_doc("ch.npz"))
+    before = (tmp_path / "ch.npz").read_bytes()
+    rc, _, err = run_cli(["channels", scn, "--out", str(tmp_path / "ch.npz"), "--force"])
+    assert rc != 0
+    assert "is the input" in error_line(err)
+    assert (tmp_path / "ch.npz").read_bytes() == before

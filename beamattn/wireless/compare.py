@@ -36,8 +36,8 @@ import numpy as np
 
 from .metrics import bootstrap_ci
 
-__all__ = ["COMPARE_METRICS", "RunTable", "read_run", "paired_difference", "compare_runs", "format_comparison",
-           "plot_comparison"]
+__all__ = ["COMPARE_METRICS", "RunTable", "read_run", "parse_run_argument", "paired_difference", "compare_runs",
+           "format_comparison", "plot_comparison"]
 
 # steps.csv columns that can be compared, with the direction that is better (+1: larger is better).
 COMPARE_METRICS = {"loss_db": -1, "snr_db": +1, "se": +1, "top1": +1, "within_1db": +1, "measured": -1}
@@ -54,8 +54,25 @@ class RunTable:
     values: dict[str, dict[str, np.ndarray]]
 
 
-def read_run(folder: str | Path) -> RunTable:
-    """Read a ``beamattn run`` output folder (metrics.json and steps.csv) into per-drop means."""
+def parse_run_argument(arg: str) -> tuple[str, dict[str, str]]:
+    """``"FOLDER"`` or ``"FOLDER::OLD=NEW[,OLD2=NEW2]"`` → ``(FOLDER, {OLD: NEW})``: the policies of that run to
+    rename before runs are merged (e.g. the same ``attention`` policy from two checkpoints: trained here and
+    trained elsewhere). One-line ``ValueError`` for a malformed rename."""
+    folder, sep, spec = arg.partition("::")
+    renames: dict[str, str] = {}
+    if sep:
+        for item in spec.split(","):
+            old, eq, new = item.partition("=")
+            if not eq or not old or not new:
+                raise ValueError(f"compare: run argument {arg!r} renames {item!r}; expected FOLDER::OLD=NEW"
+                                 "[,OLD2=NEW2] (a policy of the run and its new name)")
+            renames[old] = new
+    return folder, renames
+
+
+def read_run(folder: str | Path, rename: dict[str, str] | None = None) -> RunTable:
+    """Read a ``beamattn run`` output folder (metrics.json and steps.csv) into per-drop means; ``rename`` maps
+    policy names of this run to the names they take in the comparison."""
     folder = Path(folder)
     meta_path, steps_path = folder / "metrics.json", folder / "steps.csv"
     for p in (meta_path, steps_path):
@@ -88,6 +105,14 @@ def read_run(folder: str | Path) -> RunTable:
                 raise ValueError(f"compare: {str(steps_path)!r}: policy {policy!r} lacks drops "
                                  f"(found {len(drops)}, not 0..{len(drops) - 1})")
             values[policy][m] = np.array([per_drop[d][0] / per_drop[d][1] for d in drops])
+    rename = rename or {}
+    unknown = sorted(set(rename) - set(values))
+    if unknown:
+        raise ValueError(f"compare: run {str(folder)!r} has no policy {unknown[0]!r} to rename; it has "
+                         f"{sorted(values)}")
+    values = {rename.get(name, name): v for name, v in values.items()}
+    if len(values) != len(sums):
+        raise ValueError(f"compare: run {str(folder)!r}: the renames {rename} give two policies one name")
     return RunTable(path=folder, scenario=meta.get("scenario", {}), seed=meta.get("seed"),
                     checkpoint=meta.get("checkpoint"), values=values)
 
@@ -139,7 +164,8 @@ def compare_runs(folders: list[str | Path], reference: str, *, metric: str = "lo
 
     Several runs are training seeds of the same evaluation, or runs of other policies over the same
     drops: a policy is averaged per drop over the runs that have it; one whose per-drop numbers differ
-    between those runs (beyond ``tolerance``: steps.csv rounds to 1e-4) is a trained one.
+    between those runs (beyond ``tolerance``: steps.csv rounds to 1e-4) is a trained one. A folder given
+    as ``"FOLDER::OLD=NEW"`` has its policy ``OLD`` renamed ``NEW`` first (:func:`parse_run_argument`).
 
     Returns ``{"metric", "better", "reference", "runs", "level", "policies": {name: {...}}}`` where each
     entry has ``mean`` (the metric, seed-averaged), ``diff`` (paired difference of the seed-averaged
@@ -152,7 +178,7 @@ def compare_runs(folders: list[str | Path], reference: str, *, metric: str = "lo
         raise ValueError(f"compare: level = {level!r}; expected a probability in (0, 1)")
     if not folders:
         raise ValueError("compare: expected at least one run folder")
-    runs = [read_run(f) for f in folders]
+    runs = [read_run(*parse_run_argument(str(f))) for f in folders]
     _same_drops(runs)
     with_ref = [i for i, r in enumerate(runs) if reference in r.values]
     if not with_ref:
