@@ -110,17 +110,13 @@ def check_selector_forward(selector: AttentionSelector) -> None:
             raise ValueError(f"weight {name!r} has {int((~torch.isfinite(t)).sum())} NaN/Inf values; expected "
                              "finite weights")
     rsrp, phase = representative_reports(selector)
-    history = None
-    if selector.config.phase_predict:  # a phase history ending at the latest phases, with per-beam slopes
-        slope = torch.linspace(-3.0, 3.0, phase.shape[-1], dtype=phase.dtype, device=phase.device)  # [M] rad/period
-        steps = torch.arange(1 - selector.config.history, 1, dtype=phase.dtype, device=phase.device)  # [L]
-        history = phase[:, None, :] + steps[:, None] * slope  # [S, L, M]
-    # csi_keys: the reports' phases, the latest ones at the given phases and a per-beam slope before them.
-    report = None
-    if selector.config.csi_keys and selector.config.learned:
-        slope = torch.linspace(-3.0, 3.0, phase.shape[-1], dtype=phase.dtype, device=phase.device)  # [M] rad/period
-        steps = torch.arange(1 - rsrp.shape[-2], 1, dtype=phase.dtype, device=phase.device)  # [L]
-        report = phase[:, None, :] + steps[:, None] * slope  # [S, L, M]
+    # Phases of the L reports ending at the latest phases, with per-beam slopes: the phase history of phase_predict
+    # and the reports' phases of csi_keys.
+    slope = torch.linspace(-3.0, 3.0, phase.shape[-1], dtype=phase.dtype, device=phase.device)  # [M] rad/period
+    steps = torch.arange(1 - selector.config.history, 1, dtype=phase.dtype, device=phase.device)  # [L]
+    ramp = phase[:, None, :] + steps[:, None] * slope  # [S, L, M]
+    history = ramp if selector.config.phase_predict else None
+    report = ramp if selector.config.csi_keys and selector.config.learned else None
 
     def bad_outputs() -> int:
         try:

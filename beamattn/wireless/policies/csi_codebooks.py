@@ -77,6 +77,13 @@ TYPE2_AMPLITUDES: tuple[float, ...] = (1.0, math.sqrt(0.5), math.sqrt(0.25), mat
 _ORTH_TOL = 1e-3  # |v_iᴴ v_j| below this: the two beams are orthogonal (float32 DFT beams give ~1e-7)
 
 
+def _check_phase(ep: Episode, policy: str) -> None:
+    """One-line error naming ``policy`` and the scenario field when the episode's reports carry no phases."""
+    if ep.phase is None:
+        raise ValueError(f"policy {policy!r} needs phase reports: scenario field [measurement] 'with_phase' = "
+                         "false; expected with_phase = true")
+
+
 def complex_reports(ep: Episode, policy: str, history: int | None = 1, debias: bool = False,
                     shrink: bool = False) -> Tensor:
     """The complex report of each Set B beam, ``y_b = a_b e^{jφ_b} ≈ hᵀ v_b``: ``[B, D, J]``.
@@ -92,9 +99,7 @@ def complex_reports(ep: Episode, policy: str, history: int | None = 1, debias: b
         ValueError: one line naming ``policy`` and the scenario field when the episode has no phases,
             or the argument ``history`` when it exceeds the measurement ``history``.
     """
-    if ep.phase is None:
-        raise ValueError(f"policy {policy!r} needs phase reports: scenario field [measurement] 'with_phase' = "
-                         "false; expected with_phase = true")
+    _check_phase(ep, policy)
     allowed = ep.timeline.history
     length = allowed if history is None else history
     if length > allowed:
@@ -229,9 +234,7 @@ class TypeIOversampled(ReportPolicy):
     report_bits = TypeI.report_bits
 
     def decide(self, ep: Episode) -> Decision:
-        y = self.reports(ep)  # [B, D, J]
-        h_hat = y @ torch.linalg.pinv(_set_b_beams(ep).T)  # [B, D, N]: ĥᵀ V_Bᵀ = yᵀ, min-norm
-        gains = (h_hat @ ep.codebook.beams.to(y.dtype).T).abs() ** 2  # [B, D, M] |ĥᵀ v_m|²
+        gains = _set_a_gains(ep, self.reports(ep))  # [B, D, M] |ĥᵀ v_m|²
         ranking = gains.topk(min(4, ep.num_beams), dim=-1).indices  # [B, D, 4]
         return _pick(ep, ranking[..., 0], float(ep.set_b.numel()), ranking)
 
@@ -258,19 +261,24 @@ class TypeIOversampledAvg(Policy):
         self.history, self.alpha = history, alpha
 
     def decide(self, ep: Episode) -> Decision:
-        if ep.phase is None:
-            raise ValueError(f"policy {self.name!r} needs phase reports: scenario field [measurement] 'with_phase' "
-                             "= false; expected with_phase = true")
+        _check_phase(ep, self.name)
         length = history_length(self.name, ep, self.history)
         real = ep.cov_use.real.dtype
         rsrp, phase = ep.history(length)  # [B, D, L, K]
         amp = torch.pow(10.0, rsrp[..., ep.set_b].to(real) / 20)  # [B, D, L, J]
         y = torch.polar(amp, phase[..., ep.set_b].to(real)).to(ep.cov_use.dtype)  # [B, D, L, J]
-        h_hat = y @ torch.linalg.pinv(_set_b_beams(ep).T)  # [B, D, L, N] per report, min-norm
-        gains = (h_hat @ ep.codebook.beams.to(y.dtype).T).abs() ** 2  # [B, D, L, M]
+        gains = _set_a_gains(ep, y)  # [B, D, L, M] per report
         agg = aggregate_db(10 * torch.log10(gains.clamp_min(1e-30)), "ewma", self.alpha)  # [B, D, M]
         ranking = agg.topk(min(4, ep.num_beams), dim=-1).indices  # [B, D, 4]
         return _pick(ep, ranking[..., 0], float(ep.set_b.numel()), ranking)
+
+
+def _set_a_gains(ep: Episode, y: Tensor) -> Tensor:
+    """Every beam's gain ``|ĥᵀ v_m|²`` ``[..., M]`` on the channel ``ĥ`` of the complex Set B reports ``y [..., J]``:
+    the minimum-norm least-squares solution of ``y_b = ĥᵀ v_b`` (``h`` itself for an orthogonal Set B and exact
+    reports)."""
+    h_hat = y @ torch.linalg.pinv(_set_b_beams(ep).T)  # [..., N]: ĥᵀ V_Bᵀ = yᵀ, min-norm
+    return (h_hat @ ep.codebook.beams.to(y.dtype).T).abs() ** 2  # [..., M]
 
 
 def _combination(ep: Episode, coef: Tensor, members: Tensor, index: Tensor, ranking: Tensor) -> Decision:
